@@ -1,0 +1,51 @@
+"""A study's summary, computed from its runs read back out of MLflow: results table
+(Markdown and CSV), accuracy-vs-T figure, both also logged to the study's parent run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis.figures import accuracy_vs_temperature
+from analysis.loader import load_mlflow_results
+from analysis.tables import largest_gap_student, results_table, teacher_accuracy, to_markdown
+from kdray.tracking import RunLogger
+
+
+def write_study_summary(tracking_uri: str, parent_run_id: str, out_dir: Path) -> str:
+    """Write results.md, results.csv and accuracy_vs_temperature.png; print the table and
+    how to browse the runs; return the Markdown."""
+    frame = load_mlflow_results(tracking_uri, parent_run_id)
+    table = results_table(frame)
+    teacher = teacher_accuracy(frame)
+    gap_student = largest_gap_student(frame)
+    lines = [f"# Results of study run {parent_run_id}", ""]
+    for task, value in teacher.items():
+        lines.append(f"Teacher accuracy on {task}: {value:.1f}%")
+    if gap_student:
+        lines.append(f"Largest teacher-SFT gap: {gap_student}")
+    lines += ["", to_markdown(table), ""]
+    markdown = "\n".join(lines)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.md").write_text(markdown)
+    table.to_csv(out_dir / "results.csv", index=False)
+    frame.to_csv(out_dir / "runs.csv", index=False)
+    figure = accuracy_vs_temperature(frame, out_dir / "accuracy_vs_temperature.png")
+    logger = RunLogger(tracking_uri, parent_run_id)
+    for name in ("results.md", "results.csv", "runs.csv"):
+        logger.log_file(out_dir / name, "analysis")
+    logger.log_file(figure, "analysis")
+    print(markdown, flush=True)
+    print(f"[kdray] table and figure written to {out_dir.resolve()}/", flush=True)
+    print(browse_hint(tracking_uri, parent_run_id), flush=True)
+    return markdown
+
+
+def browse_hint(tracking_uri: str, parent_run_id: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        where = f"open {tracking_uri}"
+    else:
+        where = (
+            f"run `mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000` "
+            "and open http://127.0.0.1:5000"
+        )
+    return f"[kdray] browse the runs in MLflow: {where} (study parent run {parent_run_id})"

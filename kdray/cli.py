@@ -1,0 +1,132 @@
+"""Command line of the study scripts: flags -> StudyConfig -> run_study. Bad input gives
+one line on stderr and exit code 2 before anything runs or is written."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+
+from kdray.config import METHODS
+from kdray.errors import KdrayError
+from kdray.presets import PRESETS
+from kdray.study_config import StudyConfig
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong), not the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _integers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def study_parser(name: str, description: str) -> OneLineParser:
+    parser = OneLineParser(prog=f"{name}.py", description=description)
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="tiny",
+        help="model/data world: tiny = built offline on this machine (default)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="reduced run (fewer steps, items and trials), same code path",
+    )
+    parser.add_argument(
+        "--methods",
+        type=_names,
+        help=f"KD methods, comma-separated ({', '.join(m for m in METHODS if m != 'sft')}); "
+        "sft always runs per student",
+    )
+    parser.add_argument("--temperatures", type=_numbers, help="e.g. 1,2,5")
+    parser.add_argument("--noise-sigmas", type=_numbers, help="teacher-logit noise, e.g. 0,1")
+    parser.add_argument("--students", type=_names, help="student models, comma-separated")
+    parser.add_argument("--teacher", help="teacher model")
+    parser.add_argument("--seeds", type=_integers, help="e.g. 0,1,2")
+    parser.add_argument("--ce-weight", type=float, help="CE weight in [0, 1] (default 0: pure KD)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per student trial")
+    parser.add_argument("--zero-stage", type=int, help="DeepSpeed ZeRO stage 0-3")
+    parser.add_argument("--num-workers", type=int, help="Ray Train workers per trial")
+    parser.add_argument("--max-concurrent", type=int, help="trials in flight (default: what fits)")
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)",
+    )
+    parser.add_argument("--experiment", help="MLflow experiment name (default kdray-<study>)")
+    parser.add_argument(
+        "--cache-dir", help="worlds, teachers, Ray results (default $KDRAY_CACHE or ~/.cache/kdray)"
+    )
+    parser.add_argument(
+        "--results-dir", help="where the table and figure go (default results/<study>)"
+    )
+    return parser
+
+
+def config_from_args(name: str, args: argparse.Namespace) -> StudyConfig:
+    config = PRESETS[args.preset](name, smoke=args.smoke)
+    grid = {
+        "methods": args.methods,
+        "temperatures": args.temperatures,
+        "noise_sigmas": args.noise_sigmas,
+        "students": args.students,
+        "teacher": args.teacher,
+        "seeds": args.seeds,
+        "ce_weight": args.ce_weight,
+        "max_concurrent": args.max_concurrent,
+        "tracking_uri": args.tracking_uri,
+        "experiment": args.experiment,
+        "cache_dir": args.cache_dir,
+        "results_dir": args.results_dir,
+    }
+    train = {"steps": args.steps, "zero_stage": args.zero_stage, "num_workers": args.num_workers}
+    train = {k: v for k, v in train.items() if v is not None}
+    student_train = dataclasses.replace(config.student_train, **train)
+    return dataclasses.replace(
+        config, student_train=student_train, **{k: v for k, v in grid.items() if v is not None}
+    )
+
+
+def study_main(
+    name: str,
+    description: str,
+    argv: Sequence[str] | None = None,
+    run: Callable[[StudyConfig], object] | None = None,
+) -> int:
+    args = study_parser(name, description).parse_args(argv)
+    try:
+        config = config_from_args(name, args)
+        if run is None:
+            from kdray.study import run_study  # Ray, MLflow: only once the input is valid
+
+            run = run_study
+        outcome = run(config)
+    except KdrayError as error:
+        print(f"{name}.py: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0 if getattr(outcome, "failed", 0) == 0 else 1

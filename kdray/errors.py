@@ -1,0 +1,9 @@
+"""User-facing errors: each message is one line saying what is wrong and how to fix it."""
+
+
+class KdrayError(Exception):
+    """An error the user can fix; the CLI prints it as one line and exits with code 2."""
+
+
+class ConfigError(KdrayError, ValueError):
+    """A configuration value is invalid."""

@@ -1,0 +1,43 @@
+"""RunSpec: everything one Ray Train run needs, as one serialisable record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdray.config import EvalConfig, KDConfig, TrainConfig, to_dict
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a teacher's preparation or a student trial."""
+
+    role: str
+    """`teacher` (task-aware teacher preparation) or `student` (a trial)."""
+    model_name: str
+    init_dir: str
+    """Model folder the run starts from (loaded with from_pretrained)."""
+    tokenizer_dir: str
+    data_dir: str
+    """Folder with train.json / validation.json / test.json (LLM-Adapters form)."""
+    train: TrainConfig
+    kd: KDConfig = field(default_factory=lambda: KDConfig(method="sft"))
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    teacher_dir: str | None = None
+    """Teacher model folder (methods that use a teacher)."""
+    teacher_predictions: str | None = None
+    """JSON of the teacher's test predictions, for agreement and fidelity."""
+    tracking_uri: str | None = None
+    run_id: str | None = None
+    """MLflow run that rank 0 writes the curve, metrics and predictions to."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunSpec:
+        values = dict(values)
+        values["train"] = TrainConfig(**values["train"])
+        values["kd"] = KDConfig(**values["kd"])
+        values["eval"] = EvalConfig(**values["eval"])
+        return cls(**values)

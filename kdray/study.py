@@ -1,0 +1,240 @@
+"""A study: the grid of trials of an ablation, run as a Ray Tune experiment, tracked in
+MLflow (one parent run, one child run per trial) and summarised by the analysis package
+from the runs read back out of MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import ray
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from kdray.cache import is_complete
+from kdray.config import flatten, to_dict
+from kdray.study_config import DOMAIN, TASK, StudyConfig
+from kdray.teacher import PreparedTeacher, prepare_teacher, teacher_folder
+from kdray.tracking import (
+    RUN_NAME_TAG,
+    RunLogger,
+    ensure_experiment,
+    package_versions,
+    resolve_tracking_uri,
+)
+from kdray.trial import DRIVER_CPUS, run_trial
+from kdray.world.build import World, build_world
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    trials: int
+    failed: int
+    results_dir: Path
+
+
+def say(message: str) -> None:
+    print(f"[kdray] {message}", flush=True)
+
+
+def connect_ray() -> None:
+    """Join the running cluster (a `ray start` head, a Ray job) or start a local Ray."""
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address="auto", log_to_driver=True)
+        say(f"connected to Ray cluster: {ray.cluster_resources()}")
+    except ConnectionError:
+        # The dashboard serves Ray's State API, which Train's placement-group cleaner polls
+        # (without it, it warns every second); it binds to 127.0.0.1.
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        say(f"started a local Ray: {ray.cluster_resources()}")
+
+
+def trials_in_flight(config: StudyConfig) -> int:
+    if config.max_concurrent:
+        return config.max_concurrent
+    resources = ray.cluster_resources()
+    train = config.student_train
+    if train.use_gpu:
+        return max(1, int(resources.get("GPU", 0) // train.num_workers))
+    per_trial = train.num_workers * train.cpus_per_worker + DRIVER_CPUS
+    return max(1, math.floor(resources.get("CPU", 1) / per_trial + 1e-9))
+
+
+class ProgressCallback(tune.Callback):
+    """One line per finished trial: trials done / running / left, and the best so far."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.failed, self.started = total, 0, 0, time.time()
+        self.best: tuple[float, str] | None = None
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        accuracy = (trial.last_result or {}).get("accuracy")
+        name = trial.config["plan"]["run_name"]
+        if accuracy is not None and (self.best is None or accuracy > self.best[0]):
+            self.best = (accuracy, name)
+        self._line(trials, f"{name}: accuracy {accuracy:.1f}%" if accuracy is not None else name)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        self.failed += 1
+        self._line(trials, f"{trial.config['plan']['run_name']}: FAILED")
+
+    def _line(self, trials, what: str) -> None:
+        running = sum(t.status == "RUNNING" for t in trials)
+        best = f"; best {self.best[0]:.1f}% ({self.best[1]})" if self.best else ""
+        say(
+            f"[{self.done}/{self.total} done, {running} running, {self.total - self.done} left, "
+            f"{time.time() - self.started:.0f}s] {what}{best}"
+        )
+
+
+def run_study(config: StudyConfig) -> StudyOutcome:
+    from analysis.report import write_study_summary  # analysis reads runs back from MLflow
+
+    tracking_uri = resolve_tracking_uri(config.tracking_uri)
+    cache_root = config.cache_root()
+    started = time.time()
+
+    world, built = build_world(config.world, cache_root)
+    say(f"tiny world {'built' if built else 'reused'}: {world.root}")
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = ensure_experiment(client, config.experiment_name, tracking_uri)
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"{config.name} {stamp}",
+        tags={
+            "kdray.role": "study",
+            "kdray.study": config.name,
+            RUN_NAME_TAG: f"{config.name} {stamp}",
+        },
+    )
+    parent_id = parent.info.run_id
+    parent_log = RunLogger(tracking_uri, parent_id)
+    sizes = world.parameter_counts()
+    parent_log.log_params(
+        {
+            **flatten(to_dict(config), "config."),
+            **{f"version.{k}": v for k, v in package_versions().items()},
+            "study": config.name,
+            "teacher": config.teacher,
+            "teacher_params_b": sizes[config.teacher] / 1e9,
+            "domain": DOMAIN,
+            "task": TASK,
+            "world": world.key,
+        }
+    )
+    say(f"MLflow: {tracking_uri}, experiment {config.experiment_name!r}, parent run {parent_id}")
+    try:
+        connect_ray()
+        storage = cache_root / "ray_results"
+        teacher = _teacher(config, world, storage, client, experiment_id, tracking_uri, parent_id)
+        teacher_metrics = teacher.metrics
+        parent_log.log_metrics(
+            {
+                f"teacher_{k}": v
+                for k, v in teacher_metrics.items()
+                if k in ("accuracy", "val_accuracy")
+            }
+        )
+        parent_log.log_file(teacher.predictions_file, "teacher")
+        say(f"teacher {config.teacher}: test accuracy {teacher_metrics['accuracy']:.1f}%")
+
+        plans = config.trial_plans(world)
+        for plan in plans:
+            plan["spec"] = dataclasses.replace(
+                plan["spec"],
+                teacher_dir=str(teacher.folder),
+                teacher_predictions=str(teacher.predictions_file),
+            ).to_dict()
+        concurrent = trials_in_flight(config)
+        say(f"running {len(plans)} trials, {concurrent} at a time")
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, {"cpu": DRIVER_CPUS}),
+            param_space={
+                "plan": tune.grid_search(plans),
+                "study": {
+                    "tracking_uri": tracking_uri,
+                    "experiment_id": experiment_id,
+                    "parent_run_id": parent_id,
+                    "storage_path": str(storage),
+                },
+            },
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
+            run_config=tune.RunConfig(
+                name=f"{config.name}-{parent_id[:8]}",
+                storage_path=str(storage),
+                verbose=0,
+                callbacks=[ProgressCallback(len(plans))],
+            ),
+        )
+        grid = tuner.fit()
+        failed = sum(result.error is not None for result in grid)
+    except BaseException:
+        client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    status = RunStatus.FINISHED if failed == 0 else RunStatus.FAILED
+    parent_log.log_metrics({"trials": len(plans), "failed_trials": failed})
+    client.set_terminated(parent_id, RunStatus.to_string(status))
+
+    results_dir = Path(config.results_dir)
+    write_study_summary(tracking_uri, parent_id, results_dir)
+    say(
+        f"done in {time.time() - started:.0f}s: {len(plans) - failed} trials finished, {failed} failed"
+    )
+    return StudyOutcome(tracking_uri, experiment_id, parent_id, len(plans), failed, results_dir)
+
+
+def _teacher(
+    config: StudyConfig,
+    world: World,
+    storage: Path,
+    client: MlflowClient,
+    experiment_id: str,
+    tracking_uri: str,
+    parent_id: str,
+) -> PreparedTeacher:
+    folder = teacher_folder(world, config.teacher, config.teacher_train, config.eval)
+    run_id = None
+    if not is_complete(folder):
+        say(
+            f"preparing the task-aware teacher {config.teacher} "
+            f"({config.teacher_train.steps} SFT steps; cached for later studies)"
+        )
+        run = client.create_run(
+            experiment_id,
+            run_name=f"teacher {config.teacher}",
+            tags={"kdray.role": "teacher", "kdray.study_parent": parent_id},
+        )
+        run_id = run.info.run_id
+        RunLogger(tracking_uri, run_id).log_params(
+            {"model": config.teacher, **flatten(to_dict(config.teacher_train), "train.")}
+        )
+    try:
+        teacher = prepare_teacher(
+            world, config.teacher, config.teacher_train, config.eval, storage, tracking_uri, run_id
+        )
+    except BaseException:
+        if run_id:
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    if run_id:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    else:
+        say(f"teacher reused from cache: {teacher.folder}")
+    return teacher
+
+
+__all__ = ["StudyConfig", "StudyOutcome", "run_study"]

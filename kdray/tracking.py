@@ -1,0 +1,129 @@
+"""MLflow tracking: where the store is, the study's parent run, one child run per trial,
+and a small logger that Train workers use to write curves, metrics and artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from kdray.errors import KdrayError
+
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+PINNED_PACKAGES = (
+    "torch",
+    "ray",
+    "transformers",
+    "tokenizers",
+    "deepspeed",
+    "mlflow",
+    "optuna",
+    "sacrebleu",
+    "scipy",
+    "pandas",
+)
+_MAX_PARAM_LENGTH = 6000
+
+
+def resolve_tracking_uri(flag: str | None = None) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else a SQLite file in the working directory."""
+    uri = flag or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    if "://" not in uri and not uri.startswith("databricks"):
+        raise KdrayError(
+            f"invalid tracking URI {uri!r}: use sqlite:///path/mlflow.db, http://host:port "
+            "or file:///path"
+        )
+    return uri
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """For a SQLite store, artifacts live in `mlartifacts/` beside the database file so that
+    every process (driver, Train workers) finds them whatever its working directory."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=_experiment_artifacts(uri, name))
+    if experiment.lifecycle_stage == "deleted":
+        raise KdrayError(
+            f"MLflow experiment {name!r} is deleted: restore it in the UI or pass "
+            "--experiment with another name"
+        )
+    return experiment.experiment_id
+
+
+def _experiment_artifacts(uri: str, name: str) -> str | None:
+    root = artifact_root_for(uri)
+    return None if root is None else f"{root}/{name}"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the pinned stack, logged with every run."""
+    versions = {"python": platform.python_version()}
+    for package in PINNED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def as_params(values: dict[str, Any]) -> list[Param]:
+    return [Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in sorted(values.items())]
+
+
+class RunLogger:
+    """Writes to one existing MLflow run (used by the trial driver and by rank 0)."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.client = MlflowClient(tracking_uri)
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = as_params(params)
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        stamp = _now_ms()
+        batch = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_curve(self, name: str, points: list[tuple[int, float]]) -> None:
+        stamp = _now_ms()
+        metrics = [Metric(name, float(value), stamp, step) for step, value in points]
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
+
+    def log_json(self, payload: Any, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / artifact_file
+            path.write_text(json.dumps(payload, indent=1))
+            self.client.log_artifact(self.run_id, str(path))
+
+    def log_file(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,171 @@
+"""The training loop each Ray Train worker runs: setup, steps, export, evaluate, report.
+
+One readable loop with a fixed life cycle. Every rank calls ray.train.report the same
+number of times (Train hangs otherwise); rank 0 writes to MLflow and evaluates."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from kdray.data import collate, encode_example, length_grouped_batches
+from kdray.deepspeed_engine import create_engine, full_state_dict
+from kdray.evaluation import (
+    accuracy,
+    agreement,
+    fidelity,
+    generate_responses,
+    predictions_from_records,
+    predictions_to_records,
+    score_responses,
+)
+from kdray.losses import restrict_to_vocab, training_loss
+from kdray.run_spec import RunSpec
+from kdray.tracking import RunLogger
+
+PREDICTIONS_FILE = "predictions.json"
+METRICS_FILE = "metrics.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the trial is failed with this reason."""
+
+
+def read_split(data_dir: str, split: str) -> list[dict[str, str]]:
+    return json.loads((Path(data_dir) / f"{split}.json").read_text())
+
+
+def load_model(folder: str, device: torch.device) -> torch.nn.Module:
+    return AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, use_safetensors=True
+    ).to(device)
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    logging.getLogger("deepspeed").setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point: `config` is RunSpec.to_dict()."""
+    spec = RunSpec.from_dict(config)
+    quiet_libraries()
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = (
+        torch.device("cuda", context.get_local_rank())
+        if spec.train.use_gpu
+        else torch.device("cpu")
+    )
+    if not spec.train.use_gpu:  # Ray's default is one thread per worker whatever its CPUs
+        torch.set_num_threads(max(1, round(spec.train.cpus_per_worker)))
+    torch.manual_seed(spec.train.seed + rank)
+    logger = RunLogger(spec.tracking_uri, spec.run_id) if rank == 0 and spec.run_id else None
+
+    # --- setup
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
+    train_split = read_split(spec.data_dir, "train")[: spec.train.train_examples]
+    examples = [encode_example(e, tokenizer) for e in train_split]
+    batches = length_grouped_batches(
+        examples, spec.train.batch_size, spec.train.seed, rank, world_size
+    )
+    model = load_model(spec.init_dir, device)
+    teacher = None
+    if spec.kd.uses_teacher:
+        teacher = load_model(spec.teacher_dir, device).eval().requires_grad_(False)
+    engine = create_engine(model, spec.train)
+    noise = torch.Generator(device=device).manual_seed(spec.train.seed * 7919 + rank)
+    vocab = len(tokenizer)
+
+    # --- steps
+    curve: list[tuple[int, float]] = []
+    logged = 0
+    started = time.perf_counter()
+    for step in range(1, spec.train.steps + 1):
+        batch = {
+            k: v.to(device)
+            for k, v in collate(next(batches), tokenizer.pad_token_id, spec.kd.loss_tokens).items()
+        }
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        student_logits = restrict_to_vocab(engine(**inputs).logits, vocab)
+        teacher_logits = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = restrict_to_vocab(teacher(**inputs).logits, vocab)
+        loss, _ = training_loss(student_logits, batch["labels"], spec.kd, teacher_logits, noise)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(f"loss became {loss.item()} at step {step}")
+        engine.backward(loss)
+        engine.step()
+        curve.append((step, loss.item()))
+        if step % spec.train.report_every == 0 and step < spec.train.steps:
+            if logger:
+                logger.log_curve("train_loss", curve[logged:])
+                logged = len(curve)
+            ray.train.report({"step": step, "train_loss": _recent_mean(curve)})
+    train_seconds = time.perf_counter() - started
+
+    # --- export, evaluate, report
+    state = full_state_dict(engine, spec.train.zero_stage)
+    metrics = {
+        "step": spec.train.steps,
+        "train_loss": _recent_mean(curve),
+        "train_seconds": train_seconds,
+        "steps_per_second": spec.train.steps / train_seconds,
+    }
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        engine.module.save_pretrained(folder, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        metrics.update(evaluate(spec, load_model(folder, device), tokenizer, Path(folder)))
+        (Path(folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
+        if logger:
+            logger.log_curve("train_loss", curve[logged:])
+            logger.log_metrics(metrics)
+            logger.log_file(Path(folder) / PREDICTIONS_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def evaluate(spec: RunSpec, model: torch.nn.Module, tokenizer, out_dir: Path) -> dict[str, float]:
+    """Accuracy on validation and test; agreement and fidelity against the teacher's test
+    outputs when they are known. Writes the test predictions to out_dir."""
+    started = time.perf_counter()
+    metrics: dict[str, float] = {}
+    validation = read_split(spec.data_dir, "validation")[: spec.eval.max_items]
+    responses = generate_responses(model, tokenizer, validation, spec.eval)
+    metrics["val_accuracy"] = accuracy(score_responses(validation, responses))
+    test = read_split(spec.data_dir, "test")[: spec.eval.max_items]
+    predictions = score_responses(test, generate_responses(model, tokenizer, test, spec.eval))
+    metrics["accuracy"] = accuracy(predictions)
+    teacher = None
+    if spec.teacher_predictions:
+        records = json.loads(Path(spec.teacher_predictions).read_text())
+        teacher = predictions_from_records(records)[: len(predictions)]
+        metrics["agreement"] = agreement(predictions, teacher)
+        metrics["fidelity"] = fidelity(predictions, teacher)
+    records = predictions_to_records(predictions, teacher)
+    (out_dir / PREDICTIONS_FILE).write_text(json.dumps(records, indent=1))
+    metrics["eval_seconds"] = time.perf_counter() - started
+    return metrics
+
+
+def _recent_mean(curve: list[tuple[int, float]], window: int = 20) -> float:
+    recent = [value for _, value in curve[-window:]]
+    return sum(recent) / len(recent)

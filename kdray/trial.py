@@ -1,0 +1,87 @@
+"""The Tune trial driver: open the trial's MLflow child run, fit its TorchTrainer, close
+the run with the outcome. It asks Tune for a sliver of a CPU; its Train workers take the
+real cores."""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from pathlib import Path
+from typing import Any
+
+import ray.tune
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from kdray.config import flatten
+from kdray.run_spec import RunSpec
+from kdray.tracking import PARENT_TAG, RUN_NAME_TAG, RunLogger, package_versions
+from kdray.train_run import fit
+
+DRIVER_CPUS = 0.01
+TRIAL_KEY_TAG = "kdray.trial_key"
+FAILURE_TAG = "kdray.failure_reason"
+
+
+def open_child_run(client: MlflowClient, study: dict[str, Any], plan: dict[str, Any]) -> str:
+    """The trial's child run under the study's parent run, found again by its trial key
+    (so a retried trial driver reuses its run instead of adding a second one)."""
+    existing = client.search_runs(
+        [study["experiment_id"]],
+        filter_string=(
+            f"tags.`{PARENT_TAG}` = '{study['parent_run_id']}' "
+            f"and tags.`{TRIAL_KEY_TAG}` = '{plan['key']}'"
+        ),
+    )
+    if existing:
+        return existing[0].info.run_id
+    run = client.create_run(
+        study["experiment_id"],
+        run_name=plan["run_name"],
+        tags={
+            PARENT_TAG: study["parent_run_id"],
+            RUN_NAME_TAG: plan["run_name"],
+            TRIAL_KEY_TAG: plan["key"],
+            "kdray.role": "trial",
+            "kdray.study": plan["params"]["study"],
+        },
+    )
+    return run.info.run_id
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable: config = {"plan": one trial plan, "study": shared context}."""
+    study, plan = config["study"], config["plan"]
+    client = MlflowClient(study["tracking_uri"])
+    run_id = open_child_run(client, study, plan)
+    spec = dataclasses.replace(
+        RunSpec.from_dict(plan["spec"]), tracking_uri=study["tracking_uri"], run_id=run_id
+    )
+    logger = RunLogger(study["tracking_uri"], run_id)
+    logger.log_params(
+        {
+            **plan["params"],
+            **{f"config.{k}": v for k, v in flatten(spec.to_dict()).items()},
+            **{f"version.{k}": v for k, v in package_versions().items()},
+        }
+    )
+    logger.set_tags({"ray.trial_id": ray.tune.get_context().get_trial_id()})
+    try:
+        fit(
+            spec,
+            name=f"trial-{ray.tune.get_context().get_trial_id()}",
+            storage_path=Path(study["storage_path"]),
+            callbacks=[TuneReportCallback()],
+        )
+    except BaseException as error:
+        reason = _failure_reason(error)
+        logger.set_tags({FAILURE_TAG: reason})
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _failure_reason(error: BaseException) -> str:
+    lines = traceback.format_exception_only(type(error), error)
+    return lines[-1].strip()[:500]

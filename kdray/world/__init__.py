@@ -1,0 +1,1 @@
+"""The tiny world: synthetic tasks, a trained tokenizer and small models, built offline."""

@@ -1,0 +1,114 @@
+"""A deterministic generator of math word problems in the LLM-Adapters form
+(instruction, input, output, answer): one to three arithmetic steps, a short step-by-step
+rationale and a final "The answer is N." line, as in the study's math data."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from kdray.config import _check
+
+NAMES = ("Tom", "Anna", "Ben", "Mia", "Sam", "Lucy", "Max", "Eva", "Leo", "Nora")
+ITEMS = ("apples", "pens", "books", "coins", "cards", "stickers", "marbles", "shells")
+
+
+@dataclass(frozen=True)
+class MathWorldConfig:
+    """The synthetic math task and its splits. Changing any field builds a new world."""
+
+    seed: int = 0
+    max_start: int = 60
+    """Largest starting amount."""
+    max_operand: int = 40
+    """Largest number added or taken away in one step."""
+    max_factor: int = 5
+    """Largest multiplier in a "times as many" step (below 2: no multiplication)."""
+    max_value: int = 400
+    """No intermediate result exceeds this."""
+    min_steps: int = 1
+    max_steps: int = 3
+    distractor_prob: float = 0.4
+    """Chance of one irrelevant sentence with a number in it."""
+    train_size: int = 16000
+    """Training problems: the teacher's pool; students use the first TrainConfig.train_examples."""
+    validation_size: int = 200
+    test_size: int = 300
+    vocab_size: int = 400
+    """Target size of the BPE tokenizer trained on the task."""
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.min_steps <= self.max_steps, "need 1 <= min_steps <= max_steps")
+        _check(self.max_start >= 2 and self.max_operand >= 1, "max_start/max_operand too small")
+        _check(0 <= self.distractor_prob <= 1, "distractor_prob must be in [0, 1]")
+        _check(
+            min(self.train_size, self.validation_size, self.test_size) >= 1,
+            "every split needs at least one problem",
+        )
+
+
+def _one_problem(rng: random.Random, config: MathWorldConfig) -> dict[str, str]:
+    name, other = rng.sample(NAMES, 2)
+    item, other_item = rng.sample(ITEMS, 2)
+    value = rng.randint(2, config.max_start)
+    sentences = [f"{name} has {value} {item}."]
+    rationale = [f"{name} starts with {value} {item}."]
+    for _ in range(rng.randint(config.min_steps, config.max_steps)):
+        feasible = {
+            "+": value < config.max_value,
+            "-": value >= 2,
+            "*": config.max_factor >= 2 and 2 * value <= config.max_value,
+        }
+        op = rng.choice([name for name, ok in feasible.items() if ok])
+        if op == "+":
+            amount = rng.randint(1, min(config.max_operand, config.max_value - value))
+            sentences.append(
+                rng.choice((f"{name} gets {amount} more.", f"Then {amount} more come."))
+            )
+            new_value = value + amount
+        elif op == "-":
+            amount = rng.randint(1, min(config.max_operand, value - 1))
+            sentences.append(
+                rng.choice((f"{name} gives away {amount}.", f"Then {amount} are lost."))
+            )
+            new_value = value - amount
+        else:
+            top = min(config.max_factor, config.max_value // value)
+            amount = rng.randint(2, top)
+            sentences.append(f"Then {name} has {amount} times as many.")
+            new_value = value * amount
+        rationale.append(f"{value} {op} {amount} = {new_value}.")
+        value = new_value
+    if rng.random() < config.distractor_prob:
+        position = rng.randint(1, len(sentences))
+        sentences.insert(position, f"{other} has {rng.randint(2, config.max_start)} {other_item}.")
+    sentences.append(f"How many {item} does {name} have now?")
+    rationale.append(f"The answer is {value}.")
+    return {
+        "instruction": " ".join(sentences),
+        "input": "",
+        "output": " ".join(rationale),
+        "answer": str(value),
+    }
+
+
+def generate_splits(config: MathWorldConfig) -> dict[str, list[dict[str, str]]]:
+    """Train, validation and test splits; no instruction text occurs in two splits."""
+    rng = random.Random(config.seed)
+    seen: set[str] = set()
+    splits: dict[str, list[dict[str, str]]] = {}
+    sizes = {"test": config.test_size, "validation": config.validation_size}
+    sizes["train"] = config.train_size
+    for split, size in sizes.items():
+        problems: list[dict[str, str]] = []
+        attempts = 0
+        while len(problems) < size:
+            attempts += 1
+            if attempts > 50 * size:
+                raise ValueError(f"cannot draw {size} distinct {split} problems: widen the ranges")
+            problem = _one_problem(rng, config)
+            if problem["instruction"] not in seen:
+                seen.add(problem["instruction"])
+                problems.append(problem)
+        splits[split] = problems
+    return splits

@@ -1,0 +1,84 @@
+"""The real path end to end on the tiny world: Ray Tune -> Ray Train -> DeepSpeed -> MLflow
+-> analysis, through the study script as a user runs it (--smoke)."""
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.loader import load_mlflow_results
+from conftest import run_study_script
+
+SMOKE_TRIALS = 2 * (1 + 2)  # 2 students x (sft + kd and revkd at one temperature)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, shared_cache):
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = run_study_script("--smoke", "--cache-dir", str(shared_cache), cwd=workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"  # the embedded default: the working directory
+    return workdir, uri, result.stdout
+
+
+def _study_runs(uri):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("kdray-temperature-smoke")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("kdray.role") == "study"]
+    return client, parents, runs
+
+
+def test_one_parent_and_exactly_one_child_run_per_trial(smoke):
+    _, uri, _ = smoke
+    client, parents, runs = _study_runs(uri)
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == SMOKE_TRIALS
+    assert len({r.data.tags["kdray.trial_key"] for r in children}) == SMOKE_TRIALS
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials"] == SMOKE_TRIALS
+    methods = sorted(r.data.params["method"] for r in children)
+    assert methods == ["kd", "kd", "revkd", "revkd", "sft", "sft"]
+
+
+def test_child_runs_hold_config_curve_metrics_versions_and_predictions(smoke, tmp_path):
+    _, uri, _ = smoke
+    client, parents, runs = _study_runs(uri)
+    kd_run = next(r for r in runs if r.data.params.get("method") == "kd")
+    params = kd_run.data.params
+    assert params["config.kd.temperature"] == "2.0" and params["temperature"] == "2.0"
+    assert params["config.train.zero_stage"] == "0"
+    assert params["version.deepspeed"] == "0.19.8" and params["version.ray"] == "2.60.0"
+    curve = client.get_metric_history(kd_run.info.run_id, "train_loss")
+    assert len(curve) >= 20 and curve[0].step == 1
+    for metric in ("accuracy", "val_accuracy", "agreement", "fidelity"):
+        assert 0.0 <= kd_run.data.metrics[metric] <= 100.0
+    path = client.download_artifacts(kd_run.info.run_id, "predictions.json", str(tmp_path))
+    records = json.loads(open(path).read())
+    assert len(records) == 40
+    assert {"response", "predicted", "gold", "correct", "teacher_response"} <= set(records[0])
+
+
+def test_analysis_reads_the_runs_back_and_writes_table_and_figure(smoke):
+    workdir, uri, stdout = smoke
+    _, parents, _ = _study_runs(uri)
+    frame = load_mlflow_results(uri, parents[0].info.run_id)
+    assert len(frame[frame["role"] == "student"]) == SMOKE_TRIALS
+    assert len(frame[frame["role"] == "teacher"]) == 1
+    results = workdir / "results" / "temperature-smoke"
+    assert (results / "accuracy_vs_temperature.png").stat().st_size > 10_000
+    table = (results / "results.md").read_text()
+    assert "| student" in table and "improvement" in table and "Teacher accuracy" in table
+    assert table.strip() in stdout  # the same table is printed
+    assert "mlflow ui --backend-store-uri" in stdout
+
+
+def test_second_run_reuses_world_and_teacher(smoke, shared_cache):
+    _, _, stdout = smoke
+    assert "tiny world" in stdout and "teacher" in stdout
+    worlds = list((shared_cache / "worlds").iterdir())
+    teachers = list((shared_cache / "teachers").iterdir())
+    assert len(worlds) == 1 and len(teachers) == 1
