@@ -191,9 +191,8 @@ def run_study(config: StudyConfig) -> StudyOutcome:
 
     results_dir = Path(config.results_dir)
     write_study_summary(tracking_uri, parent_id, results_dir)
-    say(
-        f"done in {time.time() - started:.0f}s: {len(plans) - failed} trials finished, {failed} failed"
-    )
+    elapsed = time.time() - started
+    say(f"done in {elapsed:.0f}s: {len(plans) - failed} trials finished, {failed} failed")
     return StudyOutcome(tracking_uri, experiment_id, parent_id, len(plans), failed, results_dir)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +39,13 @@ def resolve_tracking_uri(flag: str | None = None) -> str:
     uri = flag or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         uri = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        if "working_dir_files" in Path.cwd().parts:
+            print(
+                "[kdray] warning: this Ray job's working directory is a temporary copy, so the "
+                "default ./mlflow.db goes with it; pass --tracking-uri sqlite:////abs/mlflow.db "
+                "or set MLFLOW_TRACKING_URI on the cluster",
+                file=sys.stderr,
+            )
     if "://" not in uri and not uri.startswith("databricks"):
         raise KdrayError(
             f"invalid tracking URI {uri!r}: use sqlite:///path/mlflow.db, http://host:port "

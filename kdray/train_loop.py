@@ -101,7 +101,11 @@ def train_worker(config: dict[str, Any]) -> None:
             k: v.to(device)
             for k, v in collate(next(batches), tokenizer.pad_token_id, spec.kd.loss_tokens).items()
         }
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        inputs = {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "use_cache": False,  # no KV cache in training forwards
+        }
         student_logits = restrict_to_vocab(engine(**inputs).logits, vocab)
         teacher_logits = None
         if teacher is not None:
@@ -138,7 +142,8 @@ def train_worker(config: dict[str, Any]) -> None:
         (Path(folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
         if logger:
             logger.log_curve("train_loss", curve[logged:])
-            logger.log_metrics(metrics)
+            final = {k: v for k, v in metrics.items() if k not in ("step", "train_loss")}
+            logger.log_metrics(final, step=spec.train.steps)
             logger.log_file(Path(folder) / PREDICTIONS_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 

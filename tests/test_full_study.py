@@ -4,9 +4,8 @@
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import run_study_script
+from mlflow.tracking import MlflowClient
 
 
 @pytest.mark.slow

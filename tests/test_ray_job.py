@@ -6,9 +6,8 @@ import socket
 import subprocess
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import REPO
+from mlflow.tracking import MlflowClient
 
 
 def _free_port() -> int:

@@ -1,0 +1,70 @@
+"""The results table and figure from a tidy frame (no MLflow needed)."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from analysis.figures import accuracy_vs_temperature
+from analysis.loader import read_results_csv
+from analysis.tables import largest_gap_student, results_table, to_markdown
+
+
+def tidy(rows):
+    base = {
+        "study": "t", "teacher": "big", "teacher_params_b": 1e-3, "noise_sigma": 0.0,
+        "teacher_kind": "task-aware", "domain": "math", "task": "math", "agreement": 50.0,
+        "fidelity": 20.0, "role": "student",
+    }  # fmt: skip
+    return pd.DataFrame([{**base, **row} for row in rows])
+
+
+def row(student, size, method, temperature, accuracy, role="student"):
+    return {
+        "student": student, "student_params_b": size, "method": method,
+        "temperature": temperature, "accuracy": accuracy, "role": role,
+    }  # fmt: skip
+
+
+ROWS = [
+    row("a", 1e-5, "sft", None, 10),
+    row("a", 1e-5, "kd", 1.0, 14),
+    row("a", 1e-5, "kd", 2.0, 16),
+    row("a", 1e-5, "kd", 2.0, 18),
+    row("b", 1e-4, "sft", None, 40),
+    row("b", 1e-4, "revkd", 1.0, 35),
+    row("big", 1e-3, "sft", None, 90, role="teacher"),
+]
+
+
+def test_improvement_is_relative_to_the_same_students_sft_and_seeds_are_averaged():
+    table = results_table(tidy(ROWS))
+    assert list(table["student"]) == ["b", "b", "a", "a", "a"]  # larger student first
+    row = table[(table["student"] == "a") & (table["temperature"] == 2.0)].iloc[0]
+    assert row["accuracy"] == 17 and row["improvement"] == 7 and row["runs"] == 2
+    assert table[table["method"] == "revkd"].iloc[0]["improvement"] == -5
+    assert table[(table["student"] == "a") & (table["method"] == "sft")].iloc[0]["improvement"] == 0
+    assert "big" not in set(table["student"])  # the teacher's own row is not a student row
+
+
+def test_largest_gap_student_compares_sft_with_the_teacher():
+    assert largest_gap_student(tidy(ROWS)) == "a"
+
+
+def test_markdown_and_figure(tmp_path):
+    frame = tidy(ROWS)
+    markdown = to_markdown(results_table(frame))
+    assert markdown.splitlines()[0].startswith("| student")
+    path = accuracy_vs_temperature(frame, tmp_path / "fig.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_csv_input_needs_the_required_columns(tmp_path):
+    good = tmp_path / "good.csv"
+    tidy(ROWS).drop(columns=["agreement", "fidelity"]).to_csv(good, index=False)
+    frame = read_results_csv(good)
+    assert math.isnan(frame["agreement"].iloc[0])
+    bad = tmp_path / "bad.csv"
+    tidy(ROWS).drop(columns=["accuracy"]).to_csv(bad, index=False)
+    with pytest.raises(ValueError, match="lacks required columns accuracy"):
+        read_results_csv(bad)
