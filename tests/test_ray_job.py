@@ -28,6 +28,9 @@ def ray_head(tmp_path):
         "--dashboard-port", str(dashboard), "--dashboard-host", "127.0.0.1",
         "--include-dashboard", "true", "--disable-usage-stats",
     ]  # fmt: skip
+    # Creates ~/.ray/auth_token only if missing (it prints the token: keep it captured).
+    token = ["ray", "get-auth-token", "--generate"]
+    subprocess.run(token, env=env, check=True, capture_output=True, timeout=60)
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120, cwd=tmp_path)
     try:
         yield f"http://127.0.0.1:{dashboard}", env
