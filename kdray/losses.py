@@ -33,8 +33,18 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tenso
     return masked_mean(per_token, mask)
 
 
-def _tempered_log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    return F.log_softmax(logits.float() / temperature, dim=-1)
+def _tempered_kl(
+    from_logits: torch.Tensor,
+    to_logits: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float,
+    scale_by_t2: bool,
+) -> torch.Tensor:
+    """Masked mean over tokens of KL(softmax(from/T) || softmax(to/T)), times T^2 if asked."""
+    log_a = F.log_softmax(from_logits.float() / temperature, dim=-1)
+    log_b = F.log_softmax(to_logits.float() / temperature, dim=-1)
+    per_token = (log_a.exp() * (log_a - log_b)).sum(-1)
+    return masked_mean(per_token, mask) * (temperature**2 if scale_by_t2 else 1.0)
 
 
 def forward_kl(
@@ -45,10 +55,7 @@ def forward_kl(
     scale_by_t2: bool = True,
 ) -> torch.Tensor:
     """KL(p_teacher || q_student) per token at temperature T, times T^2 if scale_by_t2."""
-    log_q = _tempered_log_probs(student_logits, temperature)
-    log_p = _tempered_log_probs(teacher_logits, temperature)
-    per_token = (log_p.exp() * (log_p - log_q)).sum(-1)
-    return masked_mean(per_token, mask) * (temperature**2 if scale_by_t2 else 1.0)
+    return _tempered_kl(teacher_logits, student_logits, mask, temperature, scale_by_t2)
 
 
 def reverse_kl(
@@ -59,10 +66,7 @@ def reverse_kl(
     scale_by_t2: bool = True,
 ) -> torch.Tensor:
     """KL(q_student || p_teacher) per token at temperature T, times T^2 if scale_by_t2."""
-    log_q = _tempered_log_probs(student_logits, temperature)
-    log_p = _tempered_log_probs(teacher_logits, temperature)
-    per_token = (log_q.exp() * (log_q - log_p)).sum(-1)
-    return masked_mean(per_token, mask) * (temperature**2 if scale_by_t2 else 1.0)
+    return _tempered_kl(student_logits, teacher_logits, mask, temperature, scale_by_t2)
 
 
 def add_teacher_noise(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdray.config import EvalConfig, KDConfig, TrainConfig, to_dict
+
+if TYPE_CHECKING:
+    from kdray.world.build import World
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,24 @@ class RunSpec:
     tracking_uri: str | None = None
     run_id: str | None = None
     """MLflow run that rank 0 writes the curve, metrics and predictions to."""
+
+    @classmethod
+    def in_world(
+        cls, world: World, role: str, model_name: str, train: TrainConfig, kd: KDConfig,
+        eval: EvalConfig, **extra: Any,
+    ) -> RunSpec:  # fmt: skip
+        """A run on `world`'s data and tokenizer, starting from its `model_name` folder."""
+        return cls(
+            role=role,
+            model_name=model_name,
+            init_dir=str(world.model_dir(model_name)),
+            tokenizer_dir=str(world.tokenizer_dir),
+            data_dir=str(world.data_dir),
+            train=train,
+            kd=kd,
+            eval=eval,
+            **extra,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

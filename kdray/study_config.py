@@ -109,16 +109,8 @@ class StudyConfig:
             "task": TASK,
             "seed": seed,
         }
-        spec = RunSpec(
-            role="student",
-            model_name=student,
-            init_dir=str(world.model_dir(student)),
-            tokenizer_dir=str(world.tokenizer_dir),
-            data_dir=str(world.data_dir),
-            train=dataclasses.replace(self.student_train, seed=seed),
-            kd=kd,
-            eval=self.eval,
-        )
+        train = dataclasses.replace(self.student_train, seed=seed)
+        spec = RunSpec.in_world(world, "student", student, train, kd, self.eval)
         return {
             "key": key,
             "run_name": f"{student} {label} seed={seed}",

@@ -47,18 +47,10 @@ def prepare_teacher(
     run_id: str | None = None,
 ) -> PreparedTeacher:
     """Fine-tune `name` on the world's training split (SFT) unless already cached."""
-    spec = RunSpec(
-        role="teacher",
-        model_name=name,
-        init_dir=str(world.model_dir(name)),
-        tokenizer_dir=str(world.tokenizer_dir),
-        data_dir=str(world.data_dir),
-        train=train,
-        kd=KDConfig(method="sft"),
-        eval=eval_config,
-        tracking_uri=tracking_uri,
-        run_id=run_id,
-    )
+    spec = RunSpec.in_world(
+        world, "teacher", name, train, KDConfig(method="sft"), eval_config,
+        tracking_uri=tracking_uri, run_id=run_id,
+    )  # fmt: skip
 
     def build(staging: Path) -> None:
         checkpoint = fit(spec, f"teacher-{name}", storage_path)
