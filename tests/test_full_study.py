@@ -4,8 +4,9 @@
 import time
 
 import pytest
-from conftest import run_study_script
 from mlflow.tracking import MlflowClient
+
+from conftest import run_study_script
 
 
 @pytest.mark.slow

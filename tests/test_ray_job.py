@@ -4,10 +4,15 @@
 import os
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from conftest import REPO
 from mlflow.tracking import MlflowClient
+
+from conftest import REPO
+
+RAY = str(Path(sys.executable).parent / "ray")  # the CLI of the Ray that this Python imports
 
 
 def _free_port() -> int:
@@ -24,25 +29,25 @@ def ray_head(tmp_path):
     env.pop("RAY_ADDRESS", None)
     dashboard = _free_port()
     start = [
-        "ray", "start", "--head", "--num-cpus", "2", "--port", str(_free_port()),
+        RAY, "start", "--head", "--num-cpus", "2", "--port", str(_free_port()),
         "--dashboard-port", str(dashboard), "--dashboard-host", "127.0.0.1",
         "--include-dashboard", "true", "--disable-usage-stats",
     ]  # fmt: skip
     # Creates ~/.ray/auth_token only if missing (it prints the token: keep it captured).
-    token = ["ray", "get-auth-token", "--generate"]
+    token = [RAY, "get-auth-token", "--generate"]
     subprocess.run(token, env=env, check=True, capture_output=True, timeout=60)
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120, cwd=tmp_path)
     try:
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def test_ray_job_submit_runs_the_smoke_study_into_the_same_store(ray_head, tmp_path, shared_cache):
     address, env = ray_head
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     submit = [
-        "ray", "job", "submit", "--address", address, "--working-dir", ".", "--",
+        RAY, "job", "submit", "--address", address, "--working-dir", ".", "--",
         "python", "studies/temperature.py", "--smoke", "--tracking-uri", store,
         "--cache-dir", str(shared_cache), "--experiment", "kdray-job-smoke",
     ]  # fmt: skip

@@ -4,10 +4,10 @@
 import json
 
 import pytest
-from conftest import run_study_script
 from mlflow.tracking import MlflowClient
 
 from analysis.loader import load_mlflow_results
+from conftest import run_study_script
 
 SMOKE_TRIALS = 2 * (1 + 2)  # 2 students x (sft + kd and revkd at one temperature)
 
