@@ -10,11 +10,15 @@ from typing import Any
 
 from kdray.errors import ConfigError
 
-METHODS = ("sft", "kd", "revkd")
-"""Training methods: `sft` cross-entropy on the data; `kd` token-level forward
-KL(teacher||student) (the study's released code calls this "SeqKD"); `revkd` token-level
-reverse KL(student||teacher)."""
-
+METHODS = ("sft", "kd", "revkd", "seqkd", "gkd", "skew_fkl", "skew_rkl")
+"""Training methods (names map 1:1 to losses, configs and tests; README has the formulas):
+`sft` cross-entropy on the data; `kd` token-level forward KL(teacher||student) (the study's
+released code calls this "SeqKD"); `revkd` token-level reverse KL(student||teacher); `seqkd`
+Kim & Rush sequence-level KD: cross-entropy on the teacher's generated responses (optionally
+mixed with `kd` on them); `gkd` generalized JSD(beta) with on-policy fraction lambda;
+`skew_fkl`/`skew_rkl` DistiLLM's skew forward/reverse KL."""
+TEACHER_LOGIT_METHODS = ("kd", "revkd", "gkd", "skew_fkl", "skew_rkl")
+NOISE_PLACEMENTS = ("raw", "tempered")
 LOSS_TOKENS = ("response", "all")
 
 
@@ -38,7 +42,22 @@ class KDConfig:
     scale_by_t2: bool = True
     """Multiply the KD term by T^2 so its gradients keep their size across temperatures."""
     loss_tokens: str = "response"
-    """Which tokens count in every loss: `response` (after the prompt) or `all` non-pad tokens."""
+    """Which tokens count in every loss: `response` (after the prompt) or `all` non-pad tokens
+    (the study's code)."""
+    noise_on: str = "raw"
+    """Where noise goes: `raw` teacher logits (the study) or `tempered` logits (after / T)."""
+    beta: float = 0.5
+    """gkd: JSD interpolation; 0 is forward KL, 1 reverse KL (their limits, as in TRL)."""
+    on_policy_fraction: float = 0.0
+    """gkd: lambda, the chance that a batch's responses are the student's own samples."""
+    gkd_temperature_in_loss: bool = True
+    """gkd: apply T in the loss too; False reproduces the study's code (T only in sampling)."""
+    skew_alpha: float = 0.1
+    """skew_fkl / skew_rkl: alpha of the skewed mixture (DistiLLM's default 0.1)."""
+    seqkd_kd_weight: float = 0.0
+    """seqkd: weight k of forward KL in (1 - k) * CE + k * KD on the teacher's responses."""
+    chunk_tokens: int = 256
+    """Tokens per chunk in the loss: peak extra memory is bounded by the chunk, not the batch."""
 
     def __post_init__(self) -> None:
         _check(
@@ -57,6 +76,14 @@ class KDConfig:
             _finite(self.ce_weight) and 0 <= self.ce_weight <= 1,
             f"ce_weight must be in [0, 1], got {self.ce_weight}",
         )
+        for name in ("beta", "on_policy_fraction", "skew_alpha", "seqkd_kd_weight"):
+            value = getattr(self, name)
+            _check(_finite(value) and 0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
+        _check(
+            self.noise_on in NOISE_PLACEMENTS,
+            f"unknown noise_on {self.noise_on!r}: choose one of {', '.join(NOISE_PLACEMENTS)}",
+        )
+        _check(self.chunk_tokens >= 1, f"chunk_tokens must be >= 1, got {self.chunk_tokens}")
         _check(
             self.loss_tokens in LOSS_TOKENS,
             f"unknown loss_tokens {self.loss_tokens!r}: choose one of {', '.join(LOSS_TOKENS)}",
@@ -64,7 +91,14 @@ class KDConfig:
 
     @property
     def uses_teacher(self) -> bool:
+        """The trial is distillation (it has a teacher), whatever signal it takes from it."""
         return self.method != "sft"
+
+    @property
+    def needs_teacher_logits(self) -> bool:
+        return self.method in TEACHER_LOGIT_METHODS or (
+            self.method == "seqkd" and self.seqkd_kd_weight > 0
+        )
 
 
 @dataclass(frozen=True)
@@ -75,6 +109,8 @@ class TrainConfig:
     """Optimizer steps; trials are budgeted by steps so methods compare at equal steps."""
     batch_size: int = 32
     """Micro-batch per worker (sequences)."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step; the loss divides by the whole step's token count."""
     learning_rate: float = 3e-3
     warmup_steps: int = 20
     weight_decay: float = 0.0
@@ -108,6 +144,10 @@ class TrainConfig:
         _check(self.num_workers >= 1, f"num_workers must be >= 1, got {self.num_workers}")
         _check(self.cpus_per_worker > 0, f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
+        _check(
+            self.grad_accum_steps >= 1,
+            f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}",
+        )
         _check(
             self.train_examples is None or self.train_examples >= 1,
             f"train_examples must be >= 1, got {self.train_examples}",

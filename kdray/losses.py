@@ -1,14 +1,26 @@
-"""Pure loss functions for distillation. Inputs are logits of shape (batch, seq, vocab)
-already aligned with their targets; every loss is computed in fp32 and averaged over the
-tokens where `mask` is true, so padding never changes it."""
+"""Pure loss functions for distillation.
+
+Logits are (batch, seq, vocab), aligned with their targets by `next_token_alignment`. Every
+loss is computed in fp32 whatever the input dtype, summed over the tokens where `mask` is true
+and divided by `normalizer` (default: the number of those tokens), so padding never changes a
+loss and gradient accumulation can divide by the whole step's token count instead.
+
+Per-token divergences take tempered log-probabilities (log q for the student, log p for the
+teacher). `chunked_token_loss` evaluates any of them a chunk of tokens at a time and keeps
+only the gradient, so peak extra memory is bounded by the chunk, not by batch x seq x vocab."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from kdray.config import KDConfig
 from kdray.data import IGNORE_INDEX
+
+PerToken = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
 
 
 def next_token_alignment(
@@ -19,74 +31,227 @@ def next_token_alignment(
     return logits[:, :-1], targets, targets != IGNORE_INDEX
 
 
-def masked_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(per_token.dtype)
-    return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+# --- per-token divergences on tempered log-probabilities (fp32, shape (..., vocab) -> (...))
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean token cross-entropy (targets outside the mask are ignored)."""
-    safe_targets = targets.masked_fill(~mask, 0)
-    per_token = F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), safe_targets.reshape(-1), reduction="none"
-    ).view_as(targets)
-    return masked_mean(per_token, mask)
+def forward_kl_per_token(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) = sum_v p (log p - log q)."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
-def _tempered_kl(
-    from_logits: torch.Tensor,
-    to_logits: torch.Tensor,
-    mask: torch.Tensor,
-    temperature: float,
-    scale_by_t2: bool,
+def reverse_kl_per_token(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """KL(q || p) = sum_v q (log q - log p)."""
+    return (log_q.exp() * (log_q - log_p)).sum(-1)
+
+
+def _log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
+    """log(w a + (1 - w) b), stable in log space."""
+    return torch.logaddexp(log_a + math.log(weight_a), log_b + math.log1p(-weight_a))
+
+
+def skew_forward_kl_per_token(
+    log_q: torch.Tensor, log_p: torch.Tensor, alpha: float
 ) -> torch.Tensor:
-    """Masked mean over tokens of KL(softmax(from/T) || softmax(to/T)), times T^2 if asked."""
-    log_a = F.log_softmax(from_logits.float() / temperature, dim=-1)
-    log_b = F.log_softmax(to_logits.float() / temperature, dim=-1)
-    per_token = (log_a.exp() * (log_a - log_b)).sum(-1)
-    return masked_mean(per_token, mask) * (temperature**2 if scale_by_t2 else 1.0)
+    """DistiLLM skew forward KL: KL(p || alpha p + (1 - alpha) q); alpha = 0 is forward KL."""
+    if alpha == 0:
+        return forward_kl_per_token(log_q, log_p)
+    if alpha == 1:
+        return torch.zeros(log_q.shape[:-1], dtype=log_q.dtype, device=log_q.device)
+    log_m = _log_mixture(log_p, log_q, alpha)
+    return (log_p.exp() * (log_p - log_m)).sum(-1)
 
 
-def forward_kl(
+def skew_reverse_kl_per_token(
+    log_q: torch.Tensor, log_p: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """DistiLLM skew reverse KL: KL(q || (1 - alpha) p + alpha q); alpha = 0 is reverse KL."""
+    if alpha == 0:
+        return reverse_kl_per_token(log_q, log_p)
+    if alpha == 1:
+        return torch.zeros(log_q.shape[:-1], dtype=log_q.dtype, device=log_q.device)
+    log_m = _log_mixture(log_q, log_p, alpha)
+    return (log_q.exp() * (log_q - log_m)).sum(-1)
+
+
+def generalized_jsd_per_token(
+    log_q: torch.Tensor, log_p: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """GKD's generalized JSD: beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q.
+
+    Same convention as TRL's `generalized_jsd_loss`: beta = 0 returns forward KL(p || q) and
+    beta = 1 reverse KL(q || p), the limits of JSD(beta) / beta and JSD(beta) / (1 - beta).
+    Clamped at 0 per token: rounding may not make a divergence negative."""
+    if beta == 0:
+        return forward_kl_per_token(log_q, log_p)
+    if beta == 1:
+        return reverse_kl_per_token(log_q, log_p)
+    log_m = _log_mixture(log_p, log_q, beta)
+    to_teacher = (log_p.exp() * (log_p - log_m)).sum(-1)
+    to_student = (log_q.exp() * (log_q - log_m)).sum(-1)
+    return (beta * to_teacher + (1 - beta) * to_student).clamp_min(0.0)
+
+
+# --- chunked evaluation: loss and gradient a chunk of tokens at a time
+
+
+class _ChunkedTokenLoss(torch.autograd.Function):
+    """sum_t weight_t * per_token_t / normalizer, evaluated chunk by chunk. The forward pass
+    computes each chunk's gradient at once and keeps only it (one tensor the size of the
+    student logits), instead of the several full-size intermediates autograd would save."""
+
+    @staticmethod
+    def forward(ctx, student, teacher, targets, weights, per_token, chunk, needs_grad):
+        rows = student.shape[0]
+        grad = torch.zeros_like(student) if needs_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=student.device)
+        for start in range(0, rows, chunk):
+            stop = min(rows, start + chunk)
+            chunk_weights = weights[start:stop]
+            if not bool((chunk_weights != 0).any()):
+                continue
+            with torch.enable_grad():
+                piece = student[start:stop].detach().float().requires_grad_(needs_grad)
+                values = per_token(
+                    piece,
+                    None if teacher is None else teacher[start:stop],
+                    None if targets is None else targets[start:stop],
+                )
+                loss = (values * chunk_weights).sum()
+                if needs_grad:
+                    (piece_grad,) = torch.autograd.grad(loss, piece)
+                    grad[start:stop] = piece_grad.to(grad.dtype)
+            total += loss.detach()
+        ctx.save_for_backward(grad if needs_grad else torch.empty(0))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output.to(grad.dtype), None, None, None, None, None, None
+
+
+def chunked_token_loss(
+    per_token: PerToken,
+    student_logits: torch.Tensor,
+    mask: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
+    normalizer: float | torch.Tensor | None = None,
+    chunk_tokens: int = 256,
+) -> torch.Tensor:
+    """sum over masked tokens of per_token(student fp32 logits, teacher, targets) / normalizer."""
+    vocab = student_logits.shape[-1]
+    student = student_logits.reshape(-1, vocab)
+    teacher = None if teacher_logits is None else teacher_logits.reshape(-1, vocab)
+    flat_targets = None if targets is None else targets.reshape(-1)
+    denominator = mask.sum().clamp_min(1) if normalizer is None else normalizer
+    weights = mask.reshape(-1).float() / torch.as_tensor(denominator, dtype=torch.float32)
+    return _ChunkedTokenLoss.apply(
+        student, teacher, flat_targets, weights, per_token, chunk_tokens, student.requires_grad
+    )
+
+
+# --- the losses of the methods
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    normalizer: float | torch.Tensor | None = None,
+    chunk_tokens: int = 256,
+) -> torch.Tensor:
+    """Token cross-entropy (targets outside the mask are ignored)."""
+
+    def per_token(student, _teacher, target):
+        return F.cross_entropy(student, target.masked_fill(target < 0, 0), reduction="none")
+
+    return chunked_token_loss(per_token, logits, mask, None, targets, normalizer, chunk_tokens)
+
+
+def tempered_divergence(
+    divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     mask: torch.Tensor,
     temperature: float = 1.0,
     scale_by_t2: bool = True,
+    normalizer: float | torch.Tensor | None = None,
+    chunk_tokens: int = 256,
 ) -> torch.Tensor:
+    """divergence(log softmax(student / T), log softmax(teacher / T)) per token, times T^2."""
+
+    def per_token(student, teacher, _target):
+        log_q = F.log_softmax(student / temperature, dim=-1)
+        log_p = F.log_softmax(teacher.float() / temperature, dim=-1)
+        return divergence(log_q, log_p)
+
+    loss = chunked_token_loss(
+        per_token, student_logits, mask, teacher_logits, None, normalizer, chunk_tokens
+    )
+    return loss * (temperature**2 if scale_by_t2 else 1.0)
+
+
+def forward_kl(student_logits, teacher_logits, mask, temperature=1.0, scale_by_t2=True, **kw):
     """KL(p_teacher || q_student) per token at temperature T, times T^2 if scale_by_t2."""
-    return _tempered_kl(teacher_logits, student_logits, mask, temperature, scale_by_t2)
+    return tempered_divergence(
+        forward_kl_per_token, student_logits, teacher_logits, mask, temperature, scale_by_t2, **kw
+    )
 
 
-def reverse_kl(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    mask: torch.Tensor,
-    temperature: float = 1.0,
-    scale_by_t2: bool = True,
-) -> torch.Tensor:
+def reverse_kl(student_logits, teacher_logits, mask, temperature=1.0, scale_by_t2=True, **kw):
     """KL(q_student || p_teacher) per token at temperature T, times T^2 if scale_by_t2."""
-    return _tempered_kl(student_logits, teacher_logits, mask, temperature, scale_by_t2)
+    return tempered_divergence(
+        reverse_kl_per_token, student_logits, teacher_logits, mask, temperature, scale_by_t2, **kw
+    )
 
 
 def add_teacher_noise(
-    teacher_logits: torch.Tensor, sigma: float, generator: torch.Generator | None
+    teacher_logits: torch.Tensor,
+    sigma: float,
+    generator: torch.Generator | None,
+    temperature: float = 1.0,
+    placement: str = "raw",
 ) -> torch.Tensor:
-    """Gaussian noise N(0, sigma^2) on the raw teacher logits, drawn from `generator`."""
+    """Gaussian noise on the teacher's logits, drawn from `generator`: N(0, sigma^2) on the raw
+    logits, or (placement `tempered`) N(0, sigma^2) on logits / T, i.e. sigma * T on the raw."""
     if sigma == 0:
         return teacher_logits
+    scale = sigma * (temperature if placement == "tempered" else 1.0)
     noise = torch.randn(
-        teacher_logits.shape,
-        generator=generator,
-        dtype=torch.float32,
-        device=teacher_logits.device,
+        teacher_logits.shape, generator=generator, dtype=torch.float32, device=teacher_logits.device
     )
-    return teacher_logits.float() + sigma * noise
+    return teacher_logits.float() + scale * noise
 
 
 def restrict_to_vocab(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Drop lm_head rows beyond the tokenizer's vocabulary (padded heads differ in width)."""
     return logits[..., :vocab_size]
+
+
+def method_divergence(kd: KDConfig) -> tuple[Callable, float, bool]:
+    """(per-token divergence, temperature in the loss, T^2 scaling) of a teacher-logit method."""
+    if kd.method in ("kd", "seqkd"):
+        return forward_kl_per_token, kd.temperature, kd.scale_by_t2
+    if kd.method == "revkd":
+        return reverse_kl_per_token, kd.temperature, kd.scale_by_t2
+    if kd.method == "skew_fkl":
+        return (
+            lambda q, p: skew_forward_kl_per_token(q, p, kd.skew_alpha),
+            kd.temperature,
+            kd.scale_by_t2,
+        )
+    if kd.method == "skew_rkl":
+        return (
+            lambda q, p: skew_reverse_kl_per_token(q, p, kd.skew_alpha),
+            kd.temperature,
+            kd.scale_by_t2,
+        )
+    if kd.method == "gkd":
+        if not kd.gkd_temperature_in_loss:  # the study's code: T only in sampling
+            return lambda q, p: generalized_jsd_per_token(q, p, kd.beta), 1.0, False
+        return lambda q, p: generalized_jsd_per_token(q, p, kd.beta), kd.temperature, kd.scale_by_t2
+    raise ValueError(f"method {kd.method!r} has no teacher-logit divergence")
 
 
 def training_loss(
@@ -95,18 +260,26 @@ def training_loss(
     kd: KDConfig,
     teacher_logits: torch.Tensor | None = None,
     noise_generator: torch.Generator | None = None,
+    normalizer: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of one batch for kd.method, with its parts for logging.
+    """The loss of one (micro-)batch for kd.method, with its parts for logging.
 
-    `sft` is cross-entropy; `kd`/`revkd` are (1 - w) * KL + w * CE with w = kd.ce_weight."""
+    `sft`: CE. `kd`, `revkd`, `gkd`, `skew_fkl`, `skew_rkl`: (1 - w) * D + w * CE with
+    w = kd.ce_weight. `seqkd` (labels are the teacher's responses): (1 - k) * CE + k * KL with
+    k = kd.seqkd_kd_weight."""
     logits, targets, mask = next_token_alignment(student_logits, labels)
-    ce = cross_entropy(logits, targets, mask)
-    if not kd.uses_teacher:
+    ce = cross_entropy(logits, targets, mask, normalizer, kd.chunk_tokens)
+    if not kd.needs_teacher_logits:
         return ce, {"ce": ce.item()}
     if teacher_logits is None:
         raise ValueError(f"method {kd.method!r} needs teacher logits")
-    teacher = add_teacher_noise(teacher_logits[:, :-1], kd.noise_sigma, noise_generator)
-    divergence = forward_kl if kd.method == "kd" else reverse_kl
-    kl = divergence(logits, teacher, mask, kd.temperature, kd.scale_by_t2)
-    loss = (1 - kd.ce_weight) * kl + kd.ce_weight * ce
-    return loss, {"ce": ce.item(), "kl": kl.item()}
+    divergence, temperature, scale = method_divergence(kd)
+    teacher = add_teacher_noise(
+        teacher_logits[:, :-1], kd.noise_sigma, noise_generator, kd.temperature, kd.noise_on
+    )
+    distance = tempered_divergence(
+        divergence, logits, teacher, mask, temperature, scale, normalizer, kd.chunk_tokens
+    )
+    weight = kd.seqkd_kd_weight if kd.method == "seqkd" else 1 - kd.ce_weight
+    loss = weight * distance + (1 - weight) * ce
+    return loss, {"ce": ce.item(), "kd": distance.item()}

@@ -90,7 +90,7 @@ def test_ce_weight_mixes_kd_and_cross_entropy():
     labels = torch.randint(0, 9, (2, 5))
     _, parts = training_loss(student, labels, KDConfig("kd", 2.0), teacher)
     mixed, _ = training_loss(student, labels, KDConfig("kd", 2.0, ce_weight=0.25), teacher)
-    assert mixed.item() == pytest.approx(0.75 * parts["kl"] + 0.25 * parts["ce"], rel=1e-6)
+    assert mixed.item() == pytest.approx(0.75 * parts["kd"] + 0.25 * parts["ce"], rel=1e-6)
 
 
 def test_sft_ignores_the_teacher_and_kd_requires_it():
