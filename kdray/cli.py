@@ -68,6 +68,23 @@ def study_parser(name: str, description: str) -> OneLineParser:
     parser.add_argument("--teacher", help="teacher model")
     parser.add_argument("--seeds", type=_integers, help="e.g. 0,1,2")
     parser.add_argument("--ce-weight", type=float, help="CE weight in [0, 1] (default 0: pure KD)")
+    parser.add_argument("--beta", type=float, help="gkd: JSD interpolation in [0, 1] (0.5)")
+    parser.add_argument("--on-policy-fraction", type=float, help="gkd: lambda in [0, 1] (0)")
+    parser.add_argument(
+        "--gkd-ignore-temperature",
+        action="store_true",
+        help="gkd: T only in sampling, not in the loss (reproduces the study's code)",
+    )
+    parser.add_argument("--skew-alpha", type=float, help="skew_fkl/skew_rkl: alpha (0.1)")
+    parser.add_argument("--seqkd-kd-weight", type=float, help="seqkd: weight of KD on (0)")
+    parser.add_argument("--noise-on", choices=["raw", "tempered"], help="noise placement (raw)")
+    parser.add_argument(
+        "--loss-tokens", choices=["response", "all"], help="tokens that count (response)"
+    )
+    parser.add_argument("--grad-accum-steps", type=int, help="micro-batches per optimizer step")
+    parser.add_argument(
+        "--no-t2-scaling", action="store_true", help="do not multiply KD losses by T^2"
+    )
     parser.add_argument("--steps", type=int, help="optimizer steps per student trial")
     parser.add_argument("--zero-stage", type=int, help="DeepSpeed ZeRO stage 0-3")
     parser.add_argument("--num-workers", type=int, help="Ray Train workers per trial")
@@ -95,18 +112,37 @@ def config_from_args(name: str, args: argparse.Namespace) -> StudyConfig:
         "students": args.students,
         "teacher": args.teacher,
         "seeds": args.seeds,
-        "ce_weight": args.ce_weight,
         "max_concurrent": args.max_concurrent,
         "tracking_uri": args.tracking_uri,
         "experiment": args.experiment,
         "cache_dir": args.cache_dir,
         "results_dir": args.results_dir,
     }
-    train = {"steps": args.steps, "zero_stage": args.zero_stage, "num_workers": args.num_workers}
+    kd = {
+        "ce_weight": args.ce_weight,
+        "beta": args.beta,
+        "on_policy_fraction": args.on_policy_fraction,
+        "skew_alpha": args.skew_alpha,
+        "seqkd_kd_weight": args.seqkd_kd_weight,
+        "noise_on": args.noise_on,
+        "loss_tokens": args.loss_tokens,
+        "gkd_temperature_in_loss": False if args.gkd_ignore_temperature else None,
+        "scale_by_t2": False if args.no_t2_scaling else None,
+    }
+    kd_template = dataclasses.replace(config.kd, **{k: v for k, v in kd.items() if v is not None})
+    train = {
+        "steps": args.steps,
+        "zero_stage": args.zero_stage,
+        "num_workers": args.num_workers,
+        "grad_accum_steps": args.grad_accum_steps,
+    }
     train = {k: v for k, v in train.items() if v is not None}
     student_train = dataclasses.replace(config.student_train, **train)
     return dataclasses.replace(
-        config, student_train=student_train, **{k: v for k, v in grid.items() if v is not None}
+        config,
+        kd=kd_template,
+        student_train=student_train,
+        **{k: v for k, v in grid.items() if v is not None},
     )
 
 

@@ -56,8 +56,9 @@ class KDConfig:
     """skew_fkl / skew_rkl: alpha of the skewed mixture (DistiLLM's default 0.1)."""
     seqkd_kd_weight: float = 0.0
     """seqkd: weight k of forward KL in (1 - k) * CE + k * KD on the teacher's responses."""
-    chunk_tokens: int = 256
-    """Tokens per chunk in the loss: peak extra memory is bounded by the chunk, not the batch."""
+    chunk_tokens: int | None = None
+    """Tokens per chunk in the loss: peak extra memory is bounded by the chunk, not the batch.
+    None: as many tokens as make 1M logits (4 MiB per fp32 temporary), e.g. 6 at 152k vocab."""
 
     def __post_init__(self) -> None:
         _check(
@@ -83,7 +84,10 @@ class KDConfig:
             self.noise_on in NOISE_PLACEMENTS,
             f"unknown noise_on {self.noise_on!r}: choose one of {', '.join(NOISE_PLACEMENTS)}",
         )
-        _check(self.chunk_tokens >= 1, f"chunk_tokens must be >= 1, got {self.chunk_tokens}")
+        _check(
+            self.chunk_tokens is None or self.chunk_tokens >= 1,
+            f"chunk_tokens must be >= 1, got {self.chunk_tokens}",
+        )
         _check(
             self.loss_tokens in LOSS_TOKENS,
             f"unknown loss_tokens {self.loss_tokens!r}: choose one of {', '.join(LOSS_TOKENS)}",

@@ -37,7 +37,8 @@ def encode_example(example: dict[str, str], tokenizer: PreTrainedTokenizerBase) 
 def collate(
     examples: Sequence[EncodedExample], pad_token_id: int, loss_tokens: str = "response"
 ) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids, attention_mask and labels (IGNORE_INDEX where not scored)."""
+    """Right-padded input_ids, attention_mask, labels (IGNORE_INDEX where not scored) and
+    prompt_lengths."""
     width = max(len(e.input_ids) for e in examples)
     input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
@@ -48,7 +49,13 @@ def collate(
         attention_mask[row, : len(ids)] = 1
         first_scored = example.prompt_length if loss_tokens == "response" else 0
         labels[row, first_scored : len(ids)] = ids[first_scored:]
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    prompt_lengths = torch.tensor([e.prompt_length for e in examples], dtype=torch.long)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "prompt_lengths": prompt_lengths,
+    }
 
 
 def length_grouped_batches(

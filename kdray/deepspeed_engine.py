@@ -17,7 +17,7 @@ from kdray.config import TrainConfig
 def deepspeed_config(train: TrainConfig) -> dict[str, Any]:
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": train.batch_size,
-        "gradient_accumulation_steps": 1,
+        "gradient_accumulation_steps": train.grad_accum_steps,
         "gradient_clipping": train.grad_clip,
         "zero_optimization": {"stage": train.zero_stage},
         "steps_per_print": 10**9,

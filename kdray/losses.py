@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from kdray.config import KDConfig
 from kdray.data import IGNORE_INDEX
 
+CHUNK_ELEMENTS = 1 << 20
+"""Default chunk: 1M logits, 4 MiB per fp32 temporary (larger chunks measured slower and
+heavier on CPU: freed temporaries of 16 MiB stay in the allocator's arenas)."""
 PerToken = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
 
 
@@ -121,13 +124,18 @@ class _ChunkedTokenLoss(torch.autograd.Function):
                     (piece_grad,) = torch.autograd.grad(loss, piece)
                     grad[start:stop] = piece_grad.to(grad.dtype)
             total += loss.detach()
-        ctx.save_for_backward(grad if needs_grad else torch.empty(0))
+        # Kept as a plain attribute, not save_for_backward: backward hands the tensor over and
+        # drops the reference, so autograd can adopt it as .grad instead of copying it.
+        ctx.chunk_grad = grad
         return total
 
     @staticmethod
     def backward(ctx, grad_output):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_output.to(grad.dtype), None, None, None, None, None, None
+        # Scaled in place: a second logits-sized tensor would double the peak. The graph is
+        # therefore single-use (backward with retain_graph=True is not supported).
+        grad = ctx.chunk_grad
+        del ctx.chunk_grad
+        return grad.mul_(grad_output.to(grad.dtype)), None, None, None, None, None, None
 
 
 def chunked_token_loss(
@@ -137,10 +145,11 @@ def chunked_token_loss(
     teacher_logits: torch.Tensor | None = None,
     targets: torch.Tensor | None = None,
     normalizer: float | torch.Tensor | None = None,
-    chunk_tokens: int = 256,
+    chunk_tokens: int | None = None,
 ) -> torch.Tensor:
     """sum over masked tokens of per_token(student fp32 logits, teacher, targets) / normalizer."""
     vocab = student_logits.shape[-1]
+    chunk_tokens = chunk_tokens or max(1, CHUNK_ELEMENTS // vocab)
     student = student_logits.reshape(-1, vocab)
     teacher = None if teacher_logits is None else teacher_logits.reshape(-1, vocab)
     flat_targets = None if targets is None else targets.reshape(-1)
@@ -159,7 +168,7 @@ def cross_entropy(
     targets: torch.Tensor,
     mask: torch.Tensor,
     normalizer: float | torch.Tensor | None = None,
-    chunk_tokens: int = 256,
+    chunk_tokens: int | None = None,
 ) -> torch.Tensor:
     """Token cross-entropy (targets outside the mask are ignored)."""
 
@@ -177,7 +186,7 @@ def tempered_divergence(
     temperature: float = 1.0,
     scale_by_t2: bool = True,
     normalizer: float | torch.Tensor | None = None,
-    chunk_tokens: int = 256,
+    chunk_tokens: int | None = None,
 ) -> torch.Tensor:
     """divergence(log softmax(student / T), log softmax(teacher / T)) per token, times T^2."""
 

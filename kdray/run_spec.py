@@ -28,6 +28,8 @@ class RunSpec:
     eval: EvalConfig = field(default_factory=EvalConfig)
     teacher_dir: str | None = None
     """Teacher model folder (methods that use a teacher)."""
+    teacher_responses: str | None = None
+    """seqkd: JSON list of the teacher's responses to the training prompts, in order."""
     teacher_predictions: str | None = None
     """JSON of the teacher's test predictions, for agreement and fidelity."""
     tracking_uri: str | None = None

@@ -19,7 +19,12 @@ from ray import tune
 from kdray.cache import is_complete
 from kdray.config import flatten, to_dict
 from kdray.study_config import DOMAIN, TASK, StudyConfig
-from kdray.teacher import PreparedTeacher, prepare_teacher, teacher_folder
+from kdray.teacher import (
+    PreparedTeacher,
+    prepare_teacher,
+    prepare_teacher_responses,
+    teacher_folder,
+)
 from kdray.tracking import (
     RUN_NAME_TAG,
     RunLogger,
@@ -153,11 +158,17 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         say(f"teacher {config.teacher}: test accuracy {teacher_metrics['accuracy']:.1f}%")
 
         plans = config.trial_plans(world)
+        responses = None
+        if any(plan["spec"].kd.method == "seqkd" for plan in plans):
+            count = config.student_train.train_examples
+            responses, built = prepare_teacher_responses(teacher, world, count, config.eval)
+            say(f"teacher responses for seqkd {'generated' if built else 'reused'}: {responses}")
         for plan in plans:
             plan["spec"] = dataclasses.replace(
                 plan["spec"],
                 teacher_dir=str(teacher.folder),
                 teacher_predictions=str(teacher.predictions_file),
+                teacher_responses=str(responses) if responses else None,
             ).to_dict()
         concurrent = trials_in_flight(config)
         say(f"running {len(plans)} trials, {concurrent} at a time")

@@ -32,7 +32,9 @@ class StudyConfig:
     temperatures: tuple[float, ...] = (1.0, 2.0, 5.0)
     noise_sigmas: tuple[float, ...] = (0.0,)
     seeds: tuple[int, ...] = (0,)
-    ce_weight: float = 0.0
+    kd: KDConfig = field(default_factory=KDConfig)
+    """Knobs shared by the KD trials (CE weight, beta, lambda, alpha, ...); each trial sets its
+    own method, temperature and noise."""
     world: MathWorldConfig = field(default_factory=MathWorldConfig)
     teacher_train: TrainConfig = field(default_factory=TrainConfig)
     student_train: TrainConfig = field(default_factory=TrainConfig)
@@ -61,10 +63,7 @@ class StudyConfig:
         ):
             _check(len(values) > 0, f"no {label} given: pass at least one")
         _check("sft" not in self.methods, "sft is always run per student; list only KD methods")
-        for method in self.methods:
-            for temperature in self.temperatures:
-                for sigma in self.noise_sigmas:
-                    KDConfig(method, temperature, sigma, self.ce_weight)  # validates
+        self.kd_settings()  # validates every (method, T, sigma) of the grid
 
     @property
     def experiment_name(self) -> str:
@@ -73,26 +72,36 @@ class StudyConfig:
     def cache_root(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
 
+    def kd_settings(self) -> list[KDConfig]:
+        """The grid's KD settings. Methods that take no teacher logits (seqkd with k = 0) do
+        not vary with T or sigma, so they get one setting instead of identical copies."""
+        settings = []
+        for method in self.methods:
+            base = dataclasses.replace(self.kd, method=method)
+            if not base.needs_teacher_logits:
+                settings.append(dataclasses.replace(base, temperature=1.0, noise_sigma=0.0))
+                continue
+            for temperature in self.temperatures:
+                for sigma in self.noise_sigmas:
+                    settings.append(
+                        dataclasses.replace(base, temperature=temperature, noise_sigma=sigma)
+                    )
+        return settings
+
     def trial_plans(self, world: World) -> list[dict[str, Any]]:
         """One plan per trial: its identity, MLflow params (the tidy schema) and RunSpec."""
         sizes = world.parameter_counts()
         plans = []
         for student in self.students:
             for seed in self.seeds:
-                settings = [KDConfig("sft")] + [
-                    KDConfig(m, t, s, self.ce_weight)
-                    for m in self.methods
-                    for t in self.temperatures
-                    for s in self.noise_sigmas
-                ]
-                for kd in settings:
+                for kd in [KDConfig("sft"), *self.kd_settings()]:
                     plans.append(self._plan(world, student, seed, kd, sizes))
         return plans
 
     def _plan(self, world: World, student: str, seed: int, kd: KDConfig, sizes) -> dict:
-        teacher_used = kd.uses_teacher
-        label = "sft" if not teacher_used else f"{kd.method} T={kd.temperature:g}"
-        if teacher_used and kd.noise_sigma:
+        teacher_used, tempered = kd.uses_teacher, kd.needs_teacher_logits
+        label = f"{kd.method} T={kd.temperature:g}" if tempered else kd.method
+        if tempered and kd.noise_sigma:
             label += f" sigma={kd.noise_sigma:g}"
         key = f"{student}|{kd.method}|T={kd.temperature:g}|sigma={kd.noise_sigma:g}|seed={seed}"
         params = {
@@ -102,8 +111,8 @@ class StudyConfig:
             "student_params_b": sizes[student] / 1e9,
             "teacher_params_b": sizes[self.teacher] / 1e9,
             "method": kd.method,
-            "temperature": kd.temperature if teacher_used else "",
-            "noise_sigma": kd.noise_sigma if teacher_used else "",
+            "temperature": kd.temperature if tempered else "",
+            "noise_sigma": kd.noise_sigma if tempered else "",
             "teacher_kind": "task-aware",
             "domain": DOMAIN,
             "task": TASK,

@@ -8,12 +8,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
+
 from kdray.cache import build_once, content_key
 from kdray.config import EvalConfig, KDConfig, TrainConfig, to_dict
 from kdray.run_spec import RunSpec
 from kdray.train_loop import METRICS_FILE, PREDICTIONS_FILE
 from kdray.train_run import fit
 from kdray.world.build import World
+
+RESPONSES_FILE = "responses.json"
 
 
 @dataclass(frozen=True)
@@ -59,3 +63,46 @@ def prepare_teacher(
 
     folder, built_now = build_once(teacher_folder(world, name, train, eval_config), build)
     return PreparedTeacher(name, folder, built_now)
+
+
+def teacher_responses_file(
+    teacher: PreparedTeacher, world: World, count: int | None, eval_config: EvalConfig
+) -> Path:
+    key = content_key(teacher.folder.name, world.key, count, eval_config.max_new_tokens, "greedy")
+    return world.root.parent.parent / "teacher_outputs" / f"{teacher.name}-{key}" / RESPONSES_FILE
+
+
+def prepare_teacher_responses(
+    teacher: PreparedTeacher, world: World, count: int | None, eval_config: EvalConfig
+) -> tuple[Path, bool]:
+    """The teacher's greedy responses to the first `count` training prompts (Kim & Rush's
+    sequence-level KD data), generated once per teacher x data x decoding and cached.
+    Returns (file, built_now); generation runs as a Ray task on the cluster."""
+    target = teacher_responses_file(teacher, world, count, eval_config)
+
+    def build(staging: Path) -> None:
+        staging.mkdir(parents=True)
+        task = ray.remote(num_cpus=1)(_generate_responses)
+        responses = ray.get(
+            task.remote(str(teacher.folder), str(world.data_dir), count, eval_config)
+        )
+        (staging / RESPONSES_FILE).write_text(json.dumps(responses))
+
+    folder, built_now = build_once(target.parent, build)
+    return folder / RESPONSES_FILE, built_now
+
+
+def _generate_responses(
+    model_dir: str, data_dir: str, count: int | None, eval_config: EvalConfig
+) -> list[str]:
+    import torch
+    from transformers import AutoTokenizer
+
+    from kdray.evaluation import generate_responses
+    from kdray.train_loop import load_model, quiet_libraries, read_split
+
+    quiet_libraries()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = load_model(model_dir, torch.device("cpu"))
+    problems = read_split(data_dir, "train")[:count]
+    return generate_responses(model, tokenizer, problems, eval_config)

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import ray.train
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from kdray.data import collate, encode_example, length_grouped_batches
+from kdray.data import IGNORE_INDEX, collate, encode_example, length_grouped_batches
 from kdray.deepspeed_engine import create_engine, full_state_dict
 from kdray.evaluation import (
     accuracy,
@@ -30,6 +31,7 @@ from kdray.evaluation import (
     score_responses,
 )
 from kdray.losses import restrict_to_vocab, training_loss
+from kdray.on_policy import draw_on_policy, sample_batch
 from kdray.run_spec import RunSpec
 from kdray.tracking import RunLogger
 
@@ -43,6 +45,21 @@ class NonFiniteLossError(RuntimeError):
 
 def read_split(data_dir: str, split: str) -> list[dict[str, str]]:
     return json.loads((Path(data_dir) / f"{split}.json").read_text())
+
+
+def training_problems(spec: RunSpec) -> list[dict[str, str]]:
+    """The run's training problems; for `seqkd` their responses are the teacher's own."""
+    problems = read_split(spec.data_dir, "train")[: spec.train.train_examples]
+    if spec.kd.method != "seqkd":
+        return problems
+    if not spec.teacher_responses:
+        raise ValueError(
+            "seqkd needs the teacher's generated responses (RunSpec.teacher_responses)"
+        )
+    responses = json.loads(Path(spec.teacher_responses).read_text())
+    if len(responses) < len(problems):
+        raise ValueError(f"{len(responses)} teacher responses for {len(problems)} problems")
+    return [{**p, "output": r} for p, r in zip(problems, responses, strict=False)]
 
 
 def load_model(folder: str, device: torch.device) -> torch.nn.Module:
@@ -79,44 +96,65 @@ def train_worker(config: dict[str, Any]) -> None:
 
     # --- setup
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
-    train_split = read_split(spec.data_dir, "train")[: spec.train.train_examples]
+    train_split = training_problems(spec)
     examples = [encode_example(e, tokenizer) for e in train_split]
     batches = length_grouped_batches(
         examples, spec.train.batch_size, spec.train.seed, rank, world_size
     )
     model = load_model(spec.init_dir, device)
     teacher = None
-    if spec.kd.uses_teacher:
+    if spec.kd.needs_teacher_logits:
         teacher = load_model(spec.teacher_dir, device).eval().requires_grad_(False)
     engine = create_engine(model, spec.train)
     noise = torch.Generator(device=device).manual_seed(spec.train.seed * 7919 + rank)
+    on_policy_rng = random.Random(spec.train.seed * 104729 + rank)
     vocab = len(tokenizer)
+    accumulate = spec.train.grad_accum_steps
+
+    def next_micro_batch() -> tuple[dict[str, torch.Tensor], bool]:
+        batch = collate(next(batches), tokenizer.pad_token_id, spec.kd.loss_tokens)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        if spec.kd.method != "gkd" or not draw_on_policy(on_policy_rng, spec.kd.on_policy_fraction):
+            return batch, False
+        sampled = sample_batch(
+            engine.module, batch, tokenizer.pad_token_id, tokenizer.eos_token_id,
+            spec.kd.temperature, spec.eval.max_new_tokens, spec.kd.loss_tokens,
+            synced_gpus=spec.train.zero_stage == 3 and world_size > 1,
+        )  # fmt: skip
+        return sampled, True
 
     # --- steps
     curve: list[tuple[int, float]] = []
     logged = 0
+    on_policy_batches = 0
     started = time.perf_counter()
     for step in range(1, spec.train.steps + 1):
-        batch = {
-            k: v.to(device)
-            for k, v in collate(next(batches), tokenizer.pad_token_id, spec.kd.loss_tokens).items()
-        }
-        inputs = {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"],
-            "use_cache": False,  # no KV cache in training forwards
-        }
-        student_logits = restrict_to_vocab(engine(**inputs).logits, vocab)
-        teacher_logits = None
-        if teacher is not None:
-            with torch.no_grad():
-                teacher_logits = restrict_to_vocab(teacher(**inputs).logits, vocab)
-        loss, _ = training_loss(student_logits, batch["labels"], spec.kd, teacher_logits, noise)
-        if not math.isfinite(loss.item()):
-            raise NonFiniteLossError(f"loss became {loss.item()} at step {step}")
-        engine.backward(loss)
-        engine.step()
-        curve.append((step, loss.item()))
+        micro_batches = [next_micro_batch() for _ in range(accumulate)]
+        on_policy_batches += sum(sampled for _, sampled in micro_batches)
+        # The step's loss is a mean over all its scored tokens, whatever the micro-batching.
+        step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, _ in micro_batches)
+        step_loss = 0.0
+        for batch, _ in micro_batches:
+            inputs = {
+                "input_ids": batch["input_ids"],
+                "attention_mask": batch["attention_mask"],
+                "use_cache": False,  # no KV cache in training forwards
+            }
+            student_logits = restrict_to_vocab(engine(**inputs).logits, vocab)
+            teacher_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = restrict_to_vocab(teacher(**inputs).logits, vocab)
+            loss, _ = training_loss(
+                student_logits, batch["labels"], spec.kd, teacher_logits, noise,
+                normalizer=max(step_tokens, 1),
+            )  # fmt: skip
+            if not math.isfinite(loss.item()):
+                raise NonFiniteLossError(f"loss became {loss.item()} at step {step}")
+            engine.backward(loss * accumulate)  # DeepSpeed divides by the accumulation steps
+            engine.step()
+            step_loss += loss.item()
+        curve.append((step, step_loss))
         if step % spec.train.report_every == 0 and step < spec.train.steps:
             if logger:
                 logger.log_curve("train_loss", curve[logged:])
@@ -131,6 +169,7 @@ def train_worker(config: dict[str, Any]) -> None:
         "train_loss": _recent_mean(curve),
         "train_seconds": train_seconds,
         "steps_per_second": spec.train.steps / train_seconds,
+        "on_policy_batches": on_policy_batches,
     }
     if rank != 0:
         ray.train.report(metrics)

@@ -231,3 +231,41 @@ def test_t2_scaling_applies_to_every_divergence():
             divergence, student[:, :-1], teacher[:, :-1], mask, 3.0, scale_by_t2=False
         )
         assert scaled.item() == pytest.approx(9 * plain.item(), rel=1e-6)
+
+
+def test_gkd_with_lambda_zero_never_leaves_the_data_and_lambda_one_always_does():
+    import random
+
+    from kdray.on_policy import draw_on_policy
+
+    rng = random.Random(0)
+    assert not any(draw_on_policy(rng, 0.0) for _ in range(1000))
+    assert all(draw_on_policy(rng, 1.0) for _ in range(1000))
+    drawn = sum(draw_on_policy(rng, 0.3) for _ in range(2000)) / 2000
+    assert drawn == pytest.approx(0.3, abs=0.05)
+
+
+def test_on_policy_batch_keeps_prompts_and_scores_only_the_samples():
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from kdray.data import EncodedExample, collate
+    from kdray.on_policy import sample_batch
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=20, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+    model = AutoModelForCausalLM.from_config(config)
+    data = collate(
+        [EncodedExample((5, 6, 7, 8, 9, 1), 3), EncodedExample((5, 6, 10, 11, 1), 2)],
+        pad_token_id=0,
+    )
+    sampled = sample_batch(
+        model, data, 0, 1, temperature=1.0, max_new_tokens=5, loss_tokens="response"
+    )
+    assert sampled["input_ids"][0, :3].tolist() == [5, 6, 7]
+    assert sampled["input_ids"][1, :2].tolist() == [5, 6]
+    assert sampled["prompt_lengths"].tolist() == [3, 2]
+    assert (sampled["labels"][0, :3] == IGNORE_INDEX).all()
+    assert (sampled["labels"][0, 3:] != IGNORE_INDEX).any()
