@@ -25,6 +25,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "temperature.py"
         (["--temperatures", "one"], "expected comma-separated numbers"),
         (["--preset", "huge"], "invalid choice: 'huge'"),
         (["--tracking-uri", "not a uri"], "invalid tracking URI"),
+        (["--methods", "gkd", "--beta", "1.5"], "beta must be in [0, 1]"),
+        (["--on-policy-fraction", "-0.1"], "on_policy_fraction must be in [0, 1]"),
+        (["--skew-alpha", "2"], "skew_alpha must be in [0, 1]"),
+        (["--grad-accum-steps", "0"], "grad_accum_steps must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_anything_runs(flags, message, tmp_path):
