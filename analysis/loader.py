@@ -34,6 +34,20 @@ NUMERIC_COLUMNS = (
     "fidelity",
 )
 PARAM_COLUMNS = [c for c in SCHEMA_COLUMNS if c not in ("accuracy", "agreement", "fidelity")]
+EXTRA_COLUMNS = ("metric", "run_id", "seed", "role")
+"""`metric` says what `accuracy` holds: `accuracy` (percent) or `rouge_l` (instruction
+following, ROUGE-L F x 100)."""
+TASK_PREFIX = "score/"
+
+
+def task_scores(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
+    """Per-task scores logged as `<prefix>score/<task>`."""
+    start = f"{prefix}{TASK_PREFIX}"
+    return {k[len(start) :]: v for k, v in metrics.items() if k.startswith(start)}
+
+
+def _metric_name(domain: str) -> str:
+    return "rouge_l" if domain == "instruction" else "accuracy"
 
 
 def _all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str):
@@ -49,7 +63,8 @@ def _all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: st
 def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
     """The study's rows: one per finished trial (child runs of `parent_run_id`), plus the
     teacher's own row (method `sft`, logged on the parent run), in the tidy schema.
-    Extra columns: run_id, seed, role."""
+    Trials and teacher give one row per task they were evaluated on. Extra columns: metric,
+    run_id, seed, role."""
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
     experiment_id = parent.info.experiment_id
@@ -58,31 +73,34 @@ def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
     for run in children:
         if run.info.status != "FINISHED":
             continue
-        row = {c: run.data.params.get(c, "") for c in PARAM_COLUMNS}
-        row.update({m: run.data.metrics.get(m) for m in ("accuracy", "agreement", "fidelity")})
-        row.update(run_id=run.info.run_id, seed=run.data.params.get("seed"), role="student")
-        rows.append(row)
-    params, metrics = parent.data.params, parent.data.metrics
-    if "teacher_accuracy" in metrics:
-        rows.append(
-            {
-                "study": params.get("study", ""),
-                "teacher": "",
-                "student": params["teacher"],
-                "student_params_b": params.get("teacher_params_b"),
-                "teacher_params_b": None,
-                "method": "sft",
-                "temperature": None,
-                "noise_sigma": None,
-                "teacher_kind": "",
-                "domain": params.get("domain", ""),
-                "task": params.get("task", ""),
-                "accuracy": metrics["teacher_accuracy"],
-                "run_id": parent_run_id,
-                "role": "teacher",
-            }
+        base = {c: run.data.params.get(c, "") for c in PARAM_COLUMNS}
+        base.update({m: run.data.metrics.get(m) for m in ("agreement", "fidelity")})
+        base.update(
+            metric=_metric_name(base["domain"]),
+            run_id=run.info.run_id,
+            seed=run.data.params.get("seed"),
+            role="student",
         )
-    return _typed(pd.DataFrame(rows, columns=[*SCHEMA_COLUMNS, "run_id", "seed", "role"]))
+        per_task = task_scores(run.data.metrics) or {base["task"]: run.data.metrics.get("accuracy")}
+        rows += [{**base, "task": task, "accuracy": score} for task, score in per_task.items()]
+    params, metrics = parent.data.params, parent.data.metrics
+    teacher = {
+        "study": params.get("study", ""),
+        "teacher": "",
+        "student": params.get("teacher", ""),
+        "student_params_b": params.get("teacher_params_b"),
+        "method": "sft",
+        "teacher_kind": params.get("teacher_kind", ""),
+        "domain": params.get("domain", ""),
+        "metric": _metric_name(params.get("domain", "")),
+        "run_id": parent_run_id,
+        "role": "teacher",
+    }
+    per_task = task_scores(metrics, "teacher_")
+    if not per_task and "teacher_accuracy" in metrics:
+        per_task = {params.get("task", ""): metrics["teacher_accuracy"]}
+    rows += [{**teacher, "task": task, "accuracy": score} for task, score in per_task.items()]
+    return _typed(pd.DataFrame(rows, columns=[*SCHEMA_COLUMNS, *EXTRA_COLUMNS]))
 
 
 def read_results_csv(path: Path) -> pd.DataFrame:

@@ -7,20 +7,31 @@ from pathlib import Path
 
 from analysis.figures import accuracy_vs_temperature
 from analysis.loader import load_mlflow_results
-from analysis.tables import largest_gap_student, results_table, teacher_accuracy, to_markdown
+from analysis.tables import (
+    across_tasks,
+    largest_gap_student,
+    results_table,
+    teacher_accuracy,
+    to_markdown,
+)
 from kdray.tracking import RunLogger
 
 
 def write_study_summary(tracking_uri: str, parent_run_id: str, out_dir: Path) -> str:
-    """Write results.md, results.csv and accuracy_vs_temperature.png; print the table and
-    how to browse the runs; return the Markdown."""
-    frame = load_mlflow_results(tracking_uri, parent_run_id)
+    """Write results.md and results.csv (scores averaged over the domain's tasks),
+    results_by_task.csv, runs.csv (the tidy rows) and accuracy_vs_temperature.png; print the
+    table and how to browse the runs; return the Markdown."""
+    by_task = load_mlflow_results(tracking_uri, parent_run_id)
+    frame = across_tasks(by_task)
     table = results_table(frame)
     teacher = teacher_accuracy(frame)
     gap_student = largest_gap_student(frame)
     lines = [f"# Results of study run {parent_run_id}", ""]
+    rouge = "metric" in frame and (frame["metric"] == "rouge_l").any()
+    if rouge:
+        lines += ["Scores are ROUGE-L F x 100 (instruction following), in the accuracy column.", ""]
     for task, value in teacher.items():
-        lines.append(f"Teacher accuracy on {task}: {value:.1f}%")
+        lines.append(f"Teacher {'ROUGE-L' if rouge else 'accuracy'} on {task}: {value:.1f}")
     if gap_student:
         lines.append(f"Largest teacher-SFT gap: {gap_student}")
     lines += ["", to_markdown(table), ""]
@@ -28,10 +39,11 @@ def write_study_summary(tracking_uri: str, parent_run_id: str, out_dir: Path) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.md").write_text(markdown)
     table.to_csv(out_dir / "results.csv", index=False)
-    frame.to_csv(out_dir / "runs.csv", index=False)
+    results_table(by_task).to_csv(out_dir / "results_by_task.csv", index=False)
+    by_task.to_csv(out_dir / "runs.csv", index=False)
     figure = accuracy_vs_temperature(frame, out_dir / "accuracy_vs_temperature.png")
     logger = RunLogger(tracking_uri, parent_run_id)
-    for name in ("results.md", "results.csv", "runs.csv"):
+    for name in ("results.md", "results.csv", "results_by_task.csv", "runs.csv"):
         logger.log_file(out_dir / name, "analysis")
     logger.log_file(figure, "analysis")
     print(markdown, flush=True)

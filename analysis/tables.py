@@ -56,6 +56,26 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     return ordered[columns].reset_index(drop=True)
 
 
+def across_tasks(frame: pd.DataFrame, label: str = "all tasks") -> pd.DataFrame:
+    """One row per run: its mean score over the tasks it was evaluated on (the study's
+    average accuracy), with `task` set to `label`. Frames of one task pass through."""
+    if frame["task"].nunique() <= 1:
+        return frame
+    keys = [c for c in frame.columns if c not in ("task", "accuracy")]
+    filled = frame[keys].astype(object).where(frame[keys].notna(), "")
+    merged = (
+        frame.assign(**{c: filled[c] for c in keys})
+        .groupby(keys, sort=False, dropna=False)["accuracy"]
+        .mean()
+        .reset_index()
+    )
+    merged["task"] = label
+    for column in frame.columns:  # back to numbers where the frame had numbers
+        if pd.api.types.is_numeric_dtype(frame[column]) and column != "accuracy":
+            merged[column] = pd.to_numeric(merged[column].replace("", None), errors="coerce")
+    return merged[frame.columns]
+
+
 def teacher_accuracy(frame: pd.DataFrame) -> pd.Series:
     """Teacher accuracy per task (the teacher model's own `sft` row)."""
     teachers = frame[frame.get("role", pd.Series(dtype=str)) == "teacher"]

@@ -8,8 +8,8 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
-from kdray.config import METHODS
-from kdray.errors import KdrayError
+from kdray.config import DECODING, FINETUNE_MODES, METHODS
+from kdray.errors import ConfigError, KdrayError
 from kdray.presets import PRESETS
 from kdray.study_config import StudyConfig
 
@@ -50,6 +50,34 @@ def study_parser(name: str, description: str) -> OneLineParser:
         choices=sorted(PRESETS),
         default="tiny",
         help="model/data world: tiny = built offline on this machine (default)",
+    )
+    parser.add_argument(
+        "--domain",
+        choices=["math", "commonsense", "instruction"],
+        default="math",
+        help="task domain (default math)",
+    )
+    parser.add_argument(
+        "--family",
+        choices=["qwen", "llama"],
+        help="model family: tiny Qwen2 or Llama zoo (default qwen); paper: all 21 pairs if unset",
+    )
+    parser.add_argument(
+        "--teacher-kind",
+        choices=["task-aware", "task-unaware"],
+        help="task-aware: teacher fine-tuned on the domain first (default); task-unaware: base",
+    )
+    parser.add_argument(
+        "--finetune", choices=FINETUNE_MODES, help="students: full fine-tuning or LoRA (peft)"
+    )
+    parser.add_argument(
+        "--teacher-finetune", choices=FINETUNE_MODES, help="task-aware teacher: full or LoRA"
+    )
+    parser.add_argument(
+        "--decoding", choices=DECODING, help="evaluation: greedy or the study's sampling"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the plan (pairs, trials, GPUs) and exit"
     )
     parser.add_argument(
         "--smoke",
@@ -104,8 +132,9 @@ def study_parser(name: str, description: str) -> OneLineParser:
 
 
 def config_from_args(name: str, args: argparse.Namespace) -> StudyConfig:
-    config = PRESETS[args.preset](name, smoke=args.smoke)
+    config = PRESETS[args.preset](name, smoke=args.smoke, domain=args.domain, family=args.family)
     grid = {
+        "teacher_kind": args.teacher_kind,
         "methods": args.methods,
         "temperatures": args.temperatures,
         "noise_sigmas": args.noise_sigmas,
@@ -137,11 +166,30 @@ def config_from_args(name: str, args: argparse.Namespace) -> StudyConfig:
         "grad_accum_steps": args.grad_accum_steps,
     }
     train = {k: v for k, v in train.items() if v is not None}
+    if args.finetune:
+        train["finetune"] = args.finetune
     student_train = dataclasses.replace(config.student_train, **train)
+    teacher_train = config.teacher_train
+    if args.teacher_finetune:
+        teacher_train = dataclasses.replace(teacher_train, finetune=args.teacher_finetune)
+    evaluation = config.eval
+    if args.decoding:
+        evaluation = dataclasses.replace(evaluation, decoding=args.decoding)
+    if config.pairs and (args.teacher or args.students):  # narrow the preset's pairs
+        grid["pairs"] = tuple(
+            (t, s)
+            for t, s in config.pairs
+            if (not args.teacher or t == args.teacher) and (not args.students or s in args.students)
+        )
+        if not grid["pairs"]:
+            raise ConfigError("no pair of the preset matches --teacher/--students (kdray pairs)")
+        grid.pop("teacher"), grid.pop("students")
     return dataclasses.replace(
         config,
         kd=kd_template,
         student_train=student_train,
+        teacher_train=teacher_train,
+        eval=evaluation,
         **{k: v for k, v in grid.items() if v is not None},
     )
 
@@ -155,6 +203,11 @@ def study_main(
     args = study_parser(name, description).parse_args(argv)
     try:
         config = config_from_args(name, args)
+        if args.dry_run:
+            from kdray.plan import format_plan
+
+            print(format_plan(config))
+            return 0
         if run is None:
             from kdray.study import run_study  # Ray, MLflow: only once the input is valid
 

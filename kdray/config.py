@@ -20,6 +20,10 @@ mixed with `kd` on them); `gkd` generalized JSD(beta) with on-policy fraction la
 TEACHER_LOGIT_METHODS = ("kd", "revkd", "gkd", "skew_fkl", "skew_rkl")
 NOISE_PLACEMENTS = ("raw", "tempered")
 LOSS_TOKENS = ("response", "all")
+FINETUNE_MODES = ("full", "lora")
+LR_SCHEDULES = ("cosine", "linear")
+DECODING = ("greedy", "sampling")
+STUDY_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -117,6 +121,20 @@ class TrainConfig:
     """Micro-batches per optimizer step; the loss divides by the whole step's token count."""
     learning_rate: float = 3e-3
     warmup_steps: int = 20
+    lr_schedule: str = "cosine"
+    """After warm-up: `cosine` or `linear` decay to zero at the last step (the study: linear)."""
+    epochs: float | None = None
+    """If set, overrides `steps`: epochs over the run's training examples at the effective
+    batch (batch_size x grad_accum_steps x workers), as the study budgets its runs."""
+    max_length: int = 256
+    """Training sequences (prompt + response + EOS) are cut to this many tokens."""
+    finetune: str = "full"
+    """`full` fine-tuning or `lora` adapters (peft), merged into the weights when exported."""
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = STUDY_LORA_TARGETS
+    """Module names that get adapters (the study: q, k, v, up and down projections)."""
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
@@ -134,6 +152,7 @@ class TrainConfig:
     """Use only the first N training problems (None: the whole split)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # lists from JSON
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(
@@ -156,21 +175,64 @@ class TrainConfig:
             self.train_examples is None or self.train_examples >= 1,
             f"train_examples must be >= 1, got {self.train_examples}",
         )
+        _check(
+            self.finetune in FINETUNE_MODES,
+            f"unknown finetune {self.finetune!r}: choose one of {', '.join(FINETUNE_MODES)}",
+        )
+        _check(
+            self.lr_schedule in LR_SCHEDULES,
+            f"unknown lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}",
+        )
+        _check(
+            self.epochs is None or (_finite(self.epochs) and self.epochs > 0),
+            f"epochs must be > 0, got {self.epochs}",
+        )
+        _check(self.max_length >= 8, f"max_length must be >= 8 tokens, got {self.max_length}")
+        _check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")
+        _check(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
+        _check(
+            _finite(self.lora_dropout) and 0 <= self.lora_dropout < 1,
+            f"lora_dropout must be in [0, 1), got {self.lora_dropout}",
+        )
+        _check(len(self.lora_targets) > 0, "lora_targets is empty: name at least one module")
+
+    def resolved_steps(self, examples: int, world_size: int) -> int:
+        """Optimizer steps of the run: `steps`, or `epochs` over `examples` when set."""
+        if self.epochs is None:
+            return self.steps
+        per_step = self.batch_size * self.grad_accum_steps * world_size
+        return max(1, math.ceil(self.epochs * examples / per_step))
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Greedy generation on the held-out test split."""
+    """Generation on the held-out splits: greedy (the default here) or the study's sampling."""
 
     max_items: int = 300
     """Evaluate the first N test items."""
     batch_size: int = 100
     max_new_tokens: int = 96
+    decoding: str = "greedy"
+    """`greedy`, or `sampling` with the temperature, top-k and seed below (the study: T=1,
+    top_k=0 i.e. the full distribution, 256 new tokens, seed 6)."""
+    sampling_temperature: float = 1.0
+    top_k: int = 0
+    """0: no top-k cut."""
+    sampling_seed: int = 6
 
     def __post_init__(self) -> None:
         _check(self.max_items >= 1, f"eval max_items must be >= 1, got {self.max_items}")
         _check(self.batch_size >= 1, f"eval batch_size must be >= 1, got {self.batch_size}")
         _check(self.max_new_tokens >= 1, "eval max_new_tokens must be >= 1")
+        _check(
+            self.decoding in DECODING,
+            f"unknown decoding {self.decoding!r}: choose one of {', '.join(DECODING)}",
+        )
+        _check(
+            _finite(self.sampling_temperature) and self.sampling_temperature > 0,
+            f"sampling temperature must be > 0, got {self.sampling_temperature}",
+        )
+        _check(self.top_k >= 0, f"top_k must be >= 0 (0: no cut), got {self.top_k}")
 
 
 def _finite(value: float) -> bool:

@@ -23,7 +23,10 @@ class EncodedExample:
     """How many leading ids are the prompt."""
 
 
-def encode_example(example: dict[str, str], tokenizer: PreTrainedTokenizerBase) -> EncodedExample:
+def encode_example(
+    example: dict[str, str], tokenizer: PreTrainedTokenizerBase, max_length: int | None = None
+) -> EncodedExample:
+    """Prompt + response + EOS, cut to `max_length` tokens (the study trains on 256)."""
     prompt = format_prompt(example)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     full_ids = tokenizer(prompt + example["output"], add_special_tokens=False)["input_ids"]
@@ -31,7 +34,8 @@ def encode_example(example: dict[str, str], tokenizer: PreTrainedTokenizerBase) 
     # must then be a prefix of it, which holds when the template ends at a token boundary.
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError("the prompt is not a token prefix of prompt+response; fix the template")
-    return EncodedExample(tuple(full_ids) + (tokenizer.eos_token_id,), len(prompt_ids))
+    ids = (tuple(full_ids) + (tokenizer.eos_token_id,))[:max_length]
+    return EncodedExample(ids, min(len(prompt_ids), len(ids)))
 
 
 def collate(

@@ -30,28 +30,32 @@ def deepspeed_config(train: TrainConfig) -> dict[str, Any]:
     return config
 
 
-def warmup_cosine(train: TrainConfig):
-    """Linear warm-up, then cosine decay to zero at the last step."""
+def warmup_then_decay(train: TrainConfig):
+    """Linear warm-up, then cosine or linear decay to zero at the last step."""
 
     def factor(step: int) -> float:
         if step < train.warmup_steps:
             return (step + 1) / train.warmup_steps
-        progress = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        progress = min(1.0, (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps))
+        if train.lr_schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
 
 
 def create_engine(model: torch.nn.Module, train: TrainConfig):
-    """A DeepSpeed engine over `model` in the current (Ray Train) process group."""
+    """A DeepSpeed engine over `model` in the current (Ray Train) process group; `train.steps`
+    must be the resolved step count (the schedule ends there)."""
     if not train.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed  # after DS_ACCELERATOR: DeepSpeed picks its accelerator at import
 
+    trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
+        trainable, lr=train.learning_rate, weight_decay=train.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(train))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(train))
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,

@@ -25,6 +25,9 @@ class RunSpec:
     """Folder with train.json / validation.json / test.json (LLM-Adapters form)."""
     train: TrainConfig
     kd: KDConfig = field(default_factory=lambda: KDConfig(method="sft"))
+    domain: str = "math"
+    """`math`, `commonsense` (accuracy by the study's answer extraction) or `instruction`
+    (ROUGE-L against the reference response)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     teacher_dir: str | None = None
     """Teacher model folder (methods that use a teacher)."""
@@ -48,6 +51,7 @@ class RunSpec:
             init_dir=str(world.model_dir(model_name)),
             tokenizer_dir=str(world.tokenizer_dir),
             data_dir=str(world.data_dir),
+            domain=world.domain,
             train=train,
             kd=kd,
             eval=eval,

@@ -5,6 +5,7 @@ from the runs read back out of MLflow."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from ray import tune
 
 from kdray.cache import is_complete
 from kdray.config import flatten, to_dict
-from kdray.study_config import DOMAIN, TASK, StudyConfig
+from kdray.errors import ConfigError
+from kdray.hub_zoo import check_pair
+from kdray.study_config import StudyConfig
 from kdray.teacher import (
     PreparedTeacher,
     prepare_teacher,
@@ -84,11 +87,11 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
-        accuracy = (trial.last_result or {}).get("accuracy")
+        score = (trial.last_result or {}).get("score")
         name = trial.config["plan"]["run_name"]
-        if accuracy is not None and (self.best is None or accuracy > self.best[0]):
-            self.best = (accuracy, name)
-        self._line(trials, f"{name}: accuracy {accuracy:.1f}%" if accuracy is not None else name)
+        if score is not None and (self.best is None or score > self.best[0]):
+            self.best = (score, name)
+        self._line(trials, f"{name}: score {score:.1f}" if score is not None else name)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
@@ -97,7 +100,7 @@ class ProgressCallback(tune.Callback):
 
     def _line(self, trials, what: str) -> None:
         running = sum(t.status == "RUNNING" for t in trials)
-        best = f"; best {self.best[0]:.1f}% ({self.best[1]})" if self.best else ""
+        best = f"; best {self.best[0]:.1f} ({self.best[1]})" if self.best else ""
         say(
             f"[{self.done}/{self.total} done, {running} running, {self.total - self.done} left, "
             f"{time.time() - self.started:.0f}s] {what}{best}"
@@ -107,12 +110,26 @@ class ProgressCallback(tune.Callback):
 def run_study(config: StudyConfig) -> StudyOutcome:
     from analysis.report import write_study_summary  # analysis reads runs back from MLflow
 
+    if config.zoo != "tiny":
+        raise ConfigError(
+            "running the hub zoo (preset paper) is not supported yet: only its plan is "
+            "(--dry-run); use the tiny preset to run"
+        )
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     cache_root = config.cache_root()
     started = time.time()
 
-    world, built = build_world(config.world, cache_root)
-    say(f"tiny world {'built' if built else 'reused'}: {world.root}")
+    world, built = build_world(config.world, cache_root, config.family)
+    say(
+        f"tiny {config.domain} world, {config.family} family {'built' if built else 'reused'}: "
+        f"{world.root}"
+    )
+
+    notes = []
+    for teacher_name, student in config.teacher_student_pairs():
+        for note in check_pair(world.built_model(teacher_name), world.built_model(student)):
+            say(f"note: {note}")
+            notes.append(note)
 
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, config.experiment_name, tracking_uri)
@@ -136,9 +153,12 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             "study": config.name,
             "teacher": config.teacher,
             "teacher_params_b": sizes[config.teacher] / 1e9,
-            "domain": DOMAIN,
-            "task": TASK,
+            "domain": config.domain,
+            "family": config.family,
+            "teacher_kind": config.teacher_kind,
+            "tasks": ",".join(world.tasks()),
             "world": world.key,
+            "pair_notes": " | ".join(notes)[:500],
         }
     )
     say(f"MLflow: {tracking_uri}, experiment {config.experiment_name!r}, parent run {parent_id}")
@@ -147,15 +167,20 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         storage = cache_root / "ray_results"
         teacher = _teacher(config, world, storage, client, experiment_id, tracking_uri, parent_id)
         teacher_metrics = teacher.metrics
+        scores = ("score", "accuracy", "rouge_l", "val_accuracy", "val_rouge_l")
         parent_log.log_metrics(
             {
                 f"teacher_{k}": v
                 for k, v in teacher_metrics.items()
-                if k in ("accuracy", "val_accuracy")
+                if k in scores or k.startswith("score/")
             }
         )
         parent_log.log_file(teacher.predictions_file, "teacher")
-        say(f"teacher {config.teacher}: test accuracy {teacher_metrics['accuracy']:.1f}%")
+        metric = "ROUGE-L" if config.domain == "instruction" else "accuracy"
+        say(
+            f"{config.teacher_kind} teacher {config.teacher}: test {metric} "
+            f"{teacher_metrics['score']:.1f}"
+        )
 
         plans = config.trial_plans(world)
         responses = None
@@ -170,6 +195,8 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 teacher_predictions=str(teacher.predictions_file),
                 teacher_responses=str(responses) if responses else None,
             ).to_dict()
+        # Tune's TensorBoard logger reports at INFO every config value it cannot chart.
+        logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
         concurrent = trials_in_flight(config)
         say(f"running {len(plans)} trials, {concurrent} at a time")
         tuner = tune.Tuner(
@@ -216,13 +243,16 @@ def _teacher(
     tracking_uri: str,
     parent_id: str,
 ) -> PreparedTeacher:
-    folder = teacher_folder(world, config.teacher, config.teacher_train, config.eval)
+    kind = config.teacher_kind
+    folder = teacher_folder(world, config.teacher, kind, config.teacher_train, config.eval)
     run_id = None
     if not is_complete(folder):
-        say(
-            f"preparing the task-aware teacher {config.teacher} "
-            f"({config.teacher_train.steps} SFT steps; cached for later studies)"
+        what = (
+            f"{config.teacher_train.steps} SFT steps"
+            if kind == "task-aware"
+            else "the base model, evaluated only"
         )
+        say(f"preparing the {kind} teacher {config.teacher} ({what}; cached for later studies)")
         run = client.create_run(
             experiment_id,
             run_name=f"teacher {config.teacher}",
@@ -230,12 +260,17 @@ def _teacher(
         )
         run_id = run.info.run_id
         RunLogger(tracking_uri, run_id).log_params(
-            {"model": config.teacher, **flatten(to_dict(config.teacher_train), "train.")}
+            {
+                "model": config.teacher,
+                "teacher_kind": kind,
+                **flatten(to_dict(config.teacher_train), "train."),
+            }
         )
     try:
         teacher = prepare_teacher(
-            world, config.teacher, config.teacher_train, config.eval, storage, tracking_uri, run_id
-        )
+            world, config.teacher, kind, config.teacher_train, config.eval, storage,
+            tracking_uri, run_id,
+        )  # fmt: skip
     except BaseException:
         if run_id:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))

@@ -10,14 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 from kdray.cache import default_cache_dir
 from kdray.config import EvalConfig, KDConfig, TrainConfig, _check
+from kdray.hub_zoo import check_pair, hub_model
 from kdray.run_spec import RunSpec
+from kdray.world.domains import WorldConfig, check_domain, domain_of
 from kdray.world.synthetic_math import MathWorldConfig
-from kdray.world.zoo import TINY_QWEN2
+from kdray.world.zoo import FAMILIES, tiny_model
 
 if TYPE_CHECKING:
     from kdray.world.build import World
 
-DOMAIN, TASK = "math", "synthetic-math"
+TEACHER_KINDS = ("task-aware", "task-unaware")
+ZOOS = ("tiny", "hub")
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,21 @@ class StudyConfig:
     """What a study varies (methods, temperatures, noise, students, seeds) and what it fixes."""
 
     name: str = "temperature"
+    zoo: str = "tiny"
+    """`tiny`: models and data built here (kdray.world); `hub`: the study's Hugging Face
+    checkpoints and benchmarks (kdray.hub_zoo, kdray.tasks)."""
+    domain: str = "math"
+    """`math`, `commonsense` or `instruction`; must be the domain of `world`."""
+    family: str = "qwen"
+    """Model family (`qwen` or `llama`; `all` for hub pairs of both): teacher and students
+    come from it, sharing its tokenizer."""
+    teacher_kind: str = "task-aware"
+    """`task-aware`: the teacher is first fine-tuned on the domain's training data (cached);
+    `task-unaware`: the family's base model as it is (the study's ablation)."""
     teacher: str = "tiny-qwen2-m"
     students: tuple[str, ...] = ("tiny-qwen2-xs", "tiny-qwen2-s")
+    pairs: tuple[tuple[str, str], ...] = ()
+    """(teacher, student) pairs; when given they replace `teacher` x `students`."""
     methods: tuple[str, ...] = ("kd", "revkd")
     """KD methods of the grid; every student also gets one `sft` trial per seed (the baseline)."""
     temperatures: tuple[float, ...] = (1.0, 2.0, 5.0)
@@ -35,7 +51,10 @@ class StudyConfig:
     kd: KDConfig = field(default_factory=KDConfig)
     """Knobs shared by the KD trials (CE weight, beta, lambda, alpha, ...); each trial sets its
     own method, temperature and noise."""
-    world: MathWorldConfig = field(default_factory=MathWorldConfig)
+    world: WorldConfig | None = field(default_factory=MathWorldConfig)
+    """The tiny world's task (None for the hub zoo)."""
+    validation_items: int | None = None
+    """Validation items held out of the training set (None: the world's own split)."""
     teacher_train: TrainConfig = field(default_factory=TrainConfig)
     student_train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -51,9 +70,33 @@ class StudyConfig:
     """Where the results table and figure are written (also logged to MLflow)."""
 
     def __post_init__(self) -> None:
-        known = ", ".join(TINY_QWEN2)
-        for model in (self.teacher, *self.students):
-            _check(model in TINY_QWEN2, f"unknown model {model!r}: choose from {known}")
+        check_domain(self.domain)
+        _check(self.zoo in ZOOS, f"unknown zoo {self.zoo!r}: choose tiny or hub")
+        families = (*FAMILIES, "all") if self.zoo == "hub" else FAMILIES
+        _check(
+            self.family in families,
+            f"unknown family {self.family!r}: choose one of {', '.join(families)}",
+        )
+        _check(
+            self.teacher_kind in TEACHER_KINDS,
+            f"unknown teacher kind {self.teacher_kind!r}: choose one of {', '.join(TEACHER_KINDS)}",
+        )
+        if self.zoo == "tiny":
+            _check(self.world is not None, "the tiny zoo needs a world config")
+            _check(
+                domain_of(self.world) == self.domain,
+                f"the world config is for {domain_of(self.world)}, not {self.domain}",
+            )
+        for teacher, student in self.teacher_student_pairs():
+            for model in (teacher, student):
+                spec = tiny_model(model) if self.zoo == "tiny" else hub_model(model)
+                _check(
+                    self.family in ("all", spec.family),
+                    f"{model} is a {spec.family} model but the study's family is "
+                    f"{self.family}: pass --family {spec.family} or a {self.family} model",
+                )
+            if self.zoo == "hub":  # tiny sizes are known once the world is built
+                check_pair(hub_model(teacher), hub_model(student))
         for label, values in (
             ("students", self.students),
             ("methods", self.methods),
@@ -64,6 +107,17 @@ class StudyConfig:
             _check(len(values) > 0, f"no {label} given: pass at least one")
         _check("sft" not in self.methods, "sft is always run per student; list only KD methods")
         self.kd_settings()  # validates every (method, T, sigma) of the grid
+
+    def teacher_student_pairs(self) -> list[tuple[str, str]]:
+        if self.pairs:
+            return list(self.pairs)
+        return [(self.teacher, student) for student in self.students]
+
+    def teachers(self) -> list[str]:
+        return list(dict.fromkeys(t for t, _ in self.teacher_student_pairs()))
+
+    def distinct_students(self) -> list[str]:
+        return list(dict.fromkeys(s for _, s in self.teacher_student_pairs()))
 
     @property
     def experiment_name(self) -> str:
@@ -90,15 +144,15 @@ class StudyConfig:
 
     def trial_plans(self, world: World) -> list[dict[str, Any]]:
         """One plan per trial: its identity, MLflow params (the tidy schema) and RunSpec."""
-        sizes = world.parameter_counts()
         plans = []
         for student in self.students:
             for seed in self.seeds:
                 for kd in [KDConfig("sft"), *self.kd_settings()]:
-                    plans.append(self._plan(world, student, seed, kd, sizes))
+                    plans.append(self._plan(world, student, seed, kd))
         return plans
 
-    def _plan(self, world: World, student: str, seed: int, kd: KDConfig, sizes) -> dict:
+    def _plan(self, world: World, student: str, seed: int, kd: KDConfig) -> dict:
+        sizes, widths = world.parameter_counts(), world.lm_head_widths()
         teacher_used, tempered = kd.uses_teacher, kd.needs_teacher_logits
         label = f"{kd.method} T={kd.temperature:g}" if tempered else kd.method
         if tempered and kd.noise_sigma:
@@ -113,11 +167,19 @@ class StudyConfig:
             "method": kd.method,
             "temperature": kd.temperature if tempered else "",
             "noise_sigma": kd.noise_sigma if tempered else "",
-            "teacher_kind": "task-aware",
-            "domain": DOMAIN,
-            "task": TASK,
+            "teacher_kind": self.teacher_kind if teacher_used else "",
+            "domain": self.domain,
+            "family": self.family,
+            "tasks": ",".join(world.tasks()),
             "seed": seed,
+            "finetune": self.student_train.finetune,
         }
+        if tempered:  # lm_head widths may differ within a family: KD runs over the tokenizer's
+            params.update(
+                vocab_compared=world.manifest()["tokenizer_vocab"],
+                teacher_lm_head_width=widths[self.teacher],
+                student_lm_head_width=widths[student],
+            )
         train = dataclasses.replace(self.student_train, seed=seed)
         spec = RunSpec.in_world(world, "student", student, train, kd, self.eval)
         return {

@@ -1,5 +1,6 @@
-"""Task-aware teachers: fine-tuned once on the domain's training data (through the same
-Ray Train + DeepSpeed path as the trials), evaluated, cached and reused by every trial."""
+"""Teachers. Task-aware: fine-tuned once on the domain's training data (through the same
+Ray Train + DeepSpeed path as the trials, full or LoRA), evaluated, cached and reused by every
+trial. Task-unaware: the family's base model as it is, evaluated and cached the same way."""
 
 from __future__ import annotations
 
@@ -36,47 +37,76 @@ class PreparedTeacher:
         return json.loads((self.folder / METRICS_FILE).read_text())
 
 
-def teacher_folder(world: World, name: str, train: TrainConfig, eval_config: EvalConfig) -> Path:
-    key = content_key(world.key, name, to_dict(train), to_dict(eval_config))
-    return world.root.parent.parent / "teachers" / f"{name}-{key}"
+def teacher_folder(
+    world: World, name: str, kind: str, train: TrainConfig, eval_config: EvalConfig
+) -> Path:
+    trained = to_dict(train) if kind == "task-aware" else None
+    key = content_key(world.key, name, kind, trained, to_dict(eval_config))
+    return world.root.parent.parent / "teachers" / f"{name}-{kind}-{key}"
 
 
 def prepare_teacher(
     world: World,
     name: str,
+    kind: str,
     train: TrainConfig,
     eval_config: EvalConfig,
     storage_path: Path,
     tracking_uri: str | None = None,
     run_id: str | None = None,
 ) -> PreparedTeacher:
-    """Fine-tune `name` on the world's training split (SFT) unless already cached."""
+    """The teacher of `kind`, from the cache or prepared now: `task-aware` fine-tunes `name`
+    on the world's training split (SFT); `task-unaware` evaluates the base model as it is."""
     spec = RunSpec.in_world(
         world, "teacher", name, train, KDConfig(method="sft"), eval_config,
         tracking_uri=tracking_uri, run_id=run_id,
     )  # fmt: skip
 
     def build(staging: Path) -> None:
+        if kind == "task-unaware":
+            task = ray.remote(num_cpus=1)(_evaluate_base_model)
+            ray.get(task.remote(spec.to_dict(), str(staging)))
+            return
         checkpoint = fit(spec, f"teacher-{name}", storage_path)
         with checkpoint.as_directory() as folder:
             shutil.copytree(folder, staging)
 
-    folder, built_now = build_once(teacher_folder(world, name, train, eval_config), build)
+    target = teacher_folder(world, name, kind, train, eval_config)
+    folder, built_now = build_once(target, build)
     return PreparedTeacher(name, folder, built_now)
+
+
+def _evaluate_base_model(spec_dict: dict, staging: str) -> None:
+    """A task-unaware teacher's folder: the base model and tokenizer, its metrics and test
+    predictions (written by the same evaluation as every trial)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from kdray.train_loop import evaluate, load_model, quiet_libraries
+
+    quiet_libraries()
+    spec = RunSpec.from_dict(spec_dict)
+    out = Path(staging)
+    shutil.copytree(spec.init_dir, out)
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
+    tokenizer.save_pretrained(str(out))
+    metrics = evaluate(spec, load_model(spec.init_dir, torch.device("cpu")), tokenizer, out)
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
 
 
 def teacher_responses_file(
     teacher: PreparedTeacher, world: World, count: int | None, eval_config: EvalConfig
 ) -> Path:
-    key = content_key(teacher.folder.name, world.key, count, eval_config.max_new_tokens, "greedy")
+    key = content_key(teacher.folder.name, world.key, count, to_dict(eval_config))
     return world.root.parent.parent / "teacher_outputs" / f"{teacher.name}-{key}" / RESPONSES_FILE
 
 
 def prepare_teacher_responses(
     teacher: PreparedTeacher, world: World, count: int | None, eval_config: EvalConfig
 ) -> tuple[Path, bool]:
-    """The teacher's greedy responses to the first `count` training prompts (Kim & Rush's
-    sequence-level KD data), generated once per teacher x data x decoding and cached.
+    """The teacher's responses (greedy, or sampled as the study evaluates) to the first `count`
+    training prompts (Kim & Rush's sequence-level KD data), generated once per teacher x data
+    x decoding and cached.
     Returns (file, built_now); generation runs as a Ray task on the cluster."""
     target = teacher_responses_file(teacher, world, count, eval_config)
 

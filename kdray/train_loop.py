@@ -5,6 +5,7 @@ number of times (Train hangs otherwise); rank 0 writes to MLflow and evaluates."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -12,6 +13,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from kdray.data import IGNORE_INDEX, collate, encode_example, length_grouped_batches
 from kdray.deepspeed_engine import create_engine, full_state_dict
 from kdray.evaluation import (
-    accuracy,
     agreement,
     fidelity,
     generate_responses,
+    mean_score,
     predictions_from_records,
     predictions_to_records,
     score_responses,
+    task_scores,
 )
+from kdray.lora import merged_lora_model, trainable_parameters, with_lora
 from kdray.losses import restrict_to_vocab, training_loss
 from kdray.on_policy import draw_on_policy, sample_batch
 from kdray.run_spec import RunSpec
@@ -62,16 +66,27 @@ def training_problems(spec: RunSpec) -> list[dict[str, str]]:
     return [{**p, "output": r} for p, r in zip(problems, responses, strict=False)]
 
 
-def load_model(folder: str, device: torch.device) -> torch.nn.Module:
+def load_model(
+    folder: str, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
+    """A model folder or hub id, from safetensors only (remote code is never run)."""
     return AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.float32, use_safetensors=True
+        folder, dtype=dtype, use_safetensors=True, trust_remote_code=False
     ).to(device)
 
 
 def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # peft 0.21 calls a transformers method that transformers 5 deprecates; nothing to act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     logging.getLogger("deepspeed").setLevel(logging.WARNING)
+    try:  # Train V2 logs every report at INFO under a logger named by its file path
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -97,15 +112,20 @@ def train_worker(config: dict[str, Any]) -> None:
     # --- setup
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
     train_split = training_problems(spec)
-    examples = [encode_example(e, tokenizer) for e in train_split]
-    batches = length_grouped_batches(
-        examples, spec.train.batch_size, spec.train.seed, rank, world_size
+    examples = [encode_example(e, tokenizer, spec.train.max_length) for e in train_split]
+    train = dataclasses.replace(
+        spec.train, steps=spec.train.resolved_steps(len(examples), world_size), epochs=None
     )
+    batches = length_grouped_batches(examples, train.batch_size, train.seed, rank, world_size)
     model = load_model(spec.init_dir, device)
+    if train.finetune == "lora":
+        model = with_lora(model, train)
     teacher = None
     if spec.kd.needs_teacher_logits:
-        teacher = load_model(spec.teacher_dir, device).eval().requires_grad_(False)
-    engine = create_engine(model, spec.train)
+        # A frozen teacher on GPU runs in bf16, as the student's engine does.
+        dtype = torch.bfloat16 if spec.train.use_gpu else torch.float32
+        teacher = load_model(spec.teacher_dir, device, dtype).eval().requires_grad_(False)
+    engine = create_engine(model, train)
     noise = torch.Generator(device=device).manual_seed(spec.train.seed * 7919 + rank)
     on_policy_rng = random.Random(spec.train.seed * 104729 + rank)
     vocab = len(tokenizer)
@@ -128,7 +148,7 @@ def train_worker(config: dict[str, Any]) -> None:
     logged = 0
     on_policy_batches = 0
     started = time.perf_counter()
-    for step in range(1, spec.train.steps + 1):
+    for step in range(1, train.steps + 1):
         micro_batches = [next_micro_batch() for _ in range(accumulate)]
         on_policy_batches += sum(sampled for _, sampled in micro_batches)
         # The step's loss is a mean over all its scored tokens, whatever the micro-batching.
@@ -155,7 +175,7 @@ def train_worker(config: dict[str, Any]) -> None:
             engine.step()
             step_loss += loss.item()
         curve.append((step, step_loss))
-        if step % spec.train.report_every == 0 and step < spec.train.steps:
+        if step % train.report_every == 0 and step < train.steps:
             if logger:
                 logger.log_curve("train_loss", curve[logged:])
                 logged = len(curve)
@@ -163,46 +183,55 @@ def train_worker(config: dict[str, Any]) -> None:
     train_seconds = time.perf_counter() - started
 
     # --- export, evaluate, report
-    state = full_state_dict(engine, spec.train.zero_stage)
+    state = full_state_dict(engine, train.zero_stage)
     metrics = {
-        "step": spec.train.steps,
+        "step": train.steps,
         "train_loss": _recent_mean(curve),
         "train_seconds": train_seconds,
-        "steps_per_second": spec.train.steps / train_seconds,
+        "steps_per_second": train.steps / train_seconds,
         "on_policy_batches": on_policy_batches,
+        "trainable_parameters": trainable_parameters(engine.module),
     }
     if rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as folder:
-        engine.module.save_pretrained(folder, state_dict=state, safe_serialization=True)
+        if train.finetune == "lora":  # merged: an ordinary model folder, like full FT's
+            merged = merged_lora_model(load_model(spec.init_dir, device), state, train)
+            merged.save_pretrained(folder, safe_serialization=True)
+        else:
+            engine.module.save_pretrained(folder, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         metrics.update(evaluate(spec, load_model(folder, device), tokenizer, Path(folder)))
         (Path(folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
         if logger:
             logger.log_curve("train_loss", curve[logged:])
             final = {k: v for k, v in metrics.items() if k not in ("step", "train_loss")}
-            logger.log_metrics(final, step=spec.train.steps)
+            logger.log_metrics(final, step=train.steps)
             logger.log_file(Path(folder) / PREDICTIONS_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def evaluate(spec: RunSpec, model: torch.nn.Module, tokenizer, out_dir: Path) -> dict[str, float]:
-    """Accuracy on validation and test; agreement and fidelity against the teacher's test
-    outputs when they are known. Writes the test predictions to out_dir."""
+    """Score on validation and test (accuracy, or ROUGE-L for instruction following), per
+    task as `score/<task>`; agreement and fidelity against the teacher's test outputs when
+    they are known. Writes the test predictions to out_dir."""
     started = time.perf_counter()
+    metric = "rouge_l" if spec.domain == "instruction" else "accuracy"
     metrics: dict[str, float] = {}
     validation = read_split(spec.data_dir, "validation")[: spec.eval.max_items]
     responses = generate_responses(model, tokenizer, validation, spec.eval)
-    metrics["val_accuracy"] = accuracy(score_responses(validation, responses))
+    metrics[f"val_{metric}"] = mean_score(score_responses(validation, responses, spec.domain))
     test = read_split(spec.data_dir, "test")[: spec.eval.max_items]
-    predictions = score_responses(test, generate_responses(model, tokenizer, test, spec.eval))
-    metrics["accuracy"] = accuracy(predictions)
+    responses = generate_responses(model, tokenizer, test, spec.eval)
+    predictions = score_responses(test, responses, spec.domain)
+    metrics["score"] = metrics[metric] = mean_score(predictions)
+    metrics.update({f"score/{task}": v for task, v in task_scores(predictions).items()})
     teacher = None
     if spec.teacher_predictions:
         records = json.loads(Path(spec.teacher_predictions).read_text())
         teacher = predictions_from_records(records)[: len(predictions)]
-        metrics["agreement"] = agreement(predictions, teacher)
+        metrics["agreement"] = agreement(predictions, teacher, spec.domain)
         metrics["fidelity"] = fidelity(predictions, teacher)
     records = predictions_to_records(predictions, teacher)
     (out_dir / PREDICTIONS_FILE).write_text(json.dumps(records, indent=1))

@@ -29,6 +29,15 @@ SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "temperature.py"
         (["--on-policy-fraction", "-0.1"], "on_policy_fraction must be in [0, 1]"),
         (["--skew-alpha", "2"], "skew_alpha must be in [0, 1]"),
         (["--grad-accum-steps", "0"], "grad_accum_steps must be >= 1"),
+        (["--domain", "poetry"], "invalid choice: 'poetry'"),
+        (["--family", "gpt"], "invalid choice: 'gpt'"),
+        (["--family", "llama", "--teacher", "tiny-qwen2-m"], "tiny-qwen2-m is a qwen model"),
+        (["--students", "tiny-llama-xs"], "tiny-llama-xs is a llama model"),
+        (["--finetune", "adapter"], "invalid choice: 'adapter'"),
+        (["--teacher-kind", "clever"], "invalid choice: 'clever'"),
+        (["--preset", "paper", "--smoke"], "--smoke is for the tiny preset"),
+        (["--preset", "paper", "--teacher", "qwen2.5-0.5b"], "no pair of the preset matches"),
+        (["--preset", "paper"], "running the hub zoo (preset paper) is not supported yet"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_anything_runs(flags, message, tmp_path):

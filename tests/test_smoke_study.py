@@ -54,24 +54,30 @@ def test_child_runs_hold_config_curve_metrics_versions_and_predictions(smoke, tm
     assert params["version.deepspeed"] == "0.19.8" and params["version.ray"] == "2.60.0"
     curve = client.get_metric_history(kd_run.info.run_id, "train_loss")
     assert sorted(point.step for point in curve) == list(range(1, 21))
-    for metric in ("accuracy", "val_accuracy", "agreement", "fidelity"):
+    for metric in ("accuracy", "score", "val_accuracy", "agreement", "fidelity"):
         assert 0.0 <= kd_run.data.metrics[metric] <= 100.0
+    tasks = params["tasks"].split(",")
+    assert tasks == ["arith-1step", "arith-2step", "arith-3step"]
+    assert {f"score/{task}" for task in tasks} <= set(kd_run.data.metrics)
+    assert params["vocab_compared"] == params["student_lm_head_width"]  # same width here
     path = client.download_artifacts(kd_run.info.run_id, "predictions.json", str(tmp_path))
     records = json.loads(open(path).read())
     assert len(records) == 40
-    assert {"response", "predicted", "gold", "correct", "teacher_response"} <= set(records[0])
+    assert {"task", "response", "predicted", "gold", "score", "teacher_response"} <= set(records[0])
 
 
 def test_analysis_reads_the_runs_back_and_writes_table_and_figure(smoke):
     workdir, uri, stdout = smoke
     _, parents, _ = _study_runs(uri)
     frame = load_mlflow_results(uri, parents[0].info.run_id)
-    assert len(frame[frame["role"] == "student"]) == SMOKE_TRIALS
-    assert len(frame[frame["role"] == "teacher"]) == 1
+    assert len(frame[frame["role"] == "student"]) == SMOKE_TRIALS * 3  # one row per task
+    assert len(frame[frame["role"] == "teacher"]) == 3
+    assert set(frame["metric"]) == {"accuracy"}
     results = workdir / "results" / "temperature-smoke"
     assert (results / "accuracy_vs_temperature.png").stat().st_size > 10_000
     table = (results / "results.md").read_text()
     assert "| student" in table and "improvement" in table and "Teacher accuracy" in table
+    assert "all tasks" in table and (results / "results_by_task.csv").is_file()
     assert table.strip() in stdout  # the same table is printed
     assert "mlflow ui --backend-store-uri" in stdout
 

@@ -31,7 +31,9 @@ def test_splits_are_disjoint_and_sized():
 
 def test_rationales_are_correct_arithmetic_ending_in_the_answer():
     for problem in generate_splits(SMALL)["train"]:
-        assert set(problem) == {"instruction", "input", "output", "answer"}
+        assert set(problem) == {"instruction", "input", "output", "answer", "task"}
+        steps = len(re.findall(r" = ", problem["output"]))
+        assert problem["task"] == f"arith-{steps}step"
         assert problem["output"].endswith(f"The answer is {problem['answer']}.")
         assert last_number(problem["output"]) == float(problem["answer"])
         for a, op, b, c in re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", problem["output"]):

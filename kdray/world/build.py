@@ -1,5 +1,5 @@
-"""Build the tiny world once and reuse it: data splits, tokenizer and initial models,
-cached by the content hash of their configuration."""
+"""Build the tiny world once and reuse it: one domain's data splits, one family's tokenizer
+and initial models, cached by the content hash of their configuration."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from transformers import AutoTokenizer
 from kdray.cache import build_once, content_key
 from kdray.config import to_dict
 from kdray.prompts import format_prompt
-from kdray.world.synthetic_math import MathWorldConfig, generate_splits
+from kdray.world.domains import WorldConfig, domain_of, generate_splits
 from kdray.world.tokenizer import save_tokenizer, train_tokenizer
-from kdray.world.zoo import TINY_QWEN2, build_model, count_parameters
+from kdray.world.zoo import build_model, count_parameters, family_models, tiny_model
 
 GENERATOR_VERSION = 1
 """Bump when the generator's output changes for the same config."""
@@ -22,11 +22,28 @@ MODEL_INIT_SEED = 1234
 
 
 @dataclass(frozen=True)
+class BuiltModel:
+    """What the pair rules (kdray.hub_zoo.check_pair) need to know of a built tiny model."""
+
+    name: str
+    tokenizer: str
+    parameters: int
+    vocab_size: int
+    """lm_head width."""
+    tokenizer_vocab: int
+
+
+@dataclass(frozen=True)
 class World:
-    """A built tiny world on disk."""
+    """A built tiny world on disk: one domain's data and one family's tokenizer and models."""
 
     root: Path
-    config: MathWorldConfig
+    config: WorldConfig
+    family: str
+
+    @property
+    def domain(self) -> str:
+        return domain_of(self.config)
 
     @property
     def data_dir(self) -> Path:
@@ -43,8 +60,27 @@ class World:
     def key(self) -> str:
         return self.root.name
 
+    def manifest(self) -> dict:
+        return json.loads((self.root / "world.json").read_text())
+
     def parameter_counts(self) -> dict[str, int]:
-        return json.loads((self.root / "world.json").read_text())["parameters"]
+        return self.manifest()["parameters"]
+
+    def lm_head_widths(self) -> dict[str, int]:
+        return self.manifest()["lm_head_widths"]
+
+    def built_model(self, name: str) -> BuiltModel:
+        manifest = self.manifest()
+        return BuiltModel(
+            name,
+            tiny_model(name).tokenizer,
+            manifest["parameters"][name],
+            manifest["lm_head_widths"][name],
+            manifest["tokenizer_vocab"],
+        )
+
+    def tasks(self) -> list[str]:
+        return self.manifest()["tasks"]
 
     def split(self, name: str) -> list[dict[str, str]]:
         return json.loads((self.data_dir / f"{name}.json").read_text())
@@ -53,29 +89,42 @@ class World:
         return AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
 
 
-def world_key(config: MathWorldConfig) -> str:
-    specs = {name: to_dict(spec) for name, spec in TINY_QWEN2.items()}
-    return content_key(GENERATOR_VERSION, to_dict(config), specs, MODEL_INIT_SEED)
+def world_key(config: WorldConfig, family: str) -> str:
+    specs = {name: to_dict(spec) for name, spec in family_models(family).items()}
+    return content_key(
+        GENERATOR_VERSION, domain_of(config), to_dict(config), family, specs, MODEL_INIT_SEED
+    )
 
 
-def build_world(config: MathWorldConfig, cache_dir: Path) -> tuple[World, bool]:
-    """The world for `config`, from the cache or built now; returns (world, built_now)."""
-    folder = cache_dir / "worlds" / f"math-{world_key(config)}"
+def build_world(config: WorldConfig, cache_dir: Path, family: str = "qwen") -> tuple[World, bool]:
+    """The world for `config` and `family`, from the cache or built now; returns
+    (world, built_now)."""
+    domain = domain_of(config)
+    folder = cache_dir / "worlds" / f"{domain}-{family}-{world_key(config, family)}"
 
     def build(staging: Path) -> None:
         splits = generate_splits(config)
         (staging / "data").mkdir(parents=True)
-        for name, problems in splits.items():
-            (staging / "data" / f"{name}.json").write_text(json.dumps(problems, indent=1))
-        texts = [format_prompt(p) + p["output"] for p in splits["train"]]
-        tokenizer = train_tokenizer(texts, config.vocab_size)
+        for name, records in splits.items():
+            (staging / "data" / f"{name}.json").write_text(json.dumps(records, indent=1))
+        texts = [format_prompt(r) + r["output"] for r in splits["train"]]
+        tokenizer = train_tokenizer(texts, config.vocab_size, family)
         save_tokenizer(tokenizer, staging / "tokenizer")
-        parameters = {}
-        for index, (name, spec) in enumerate(sorted(TINY_QWEN2.items())):
+        parameters, widths = {}, {}
+        for index, (name, spec) in enumerate(sorted(family_models(family).items())):
             model = build_model(spec, tokenizer, staging / "models" / name, MODEL_INIT_SEED + index)
             parameters[name] = count_parameters(model)
-        manifest = {"config": to_dict(config), "parameters": parameters}
+            widths[name] = model.get_output_embeddings().weight.shape[0]
+        manifest = {
+            "domain": domain,
+            "family": family,
+            "config": to_dict(config),
+            "tokenizer_vocab": len(tokenizer),
+            "parameters": parameters,
+            "lm_head_widths": widths,
+            "tasks": sorted({r.get("task", domain) for r in splits["test"]}),
+        }
         (staging / "world.json").write_text(json.dumps(manifest, indent=1))
 
     root, built = build_once(folder, build)
-    return World(root, config), built
+    return World(root, config, family), built

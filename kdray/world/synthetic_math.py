@@ -1,5 +1,6 @@
 """A deterministic generator of math word problems in the LLM-Adapters form
-(instruction, input, output, answer): one to three arithmetic steps, a short step-by-step
+(instruction, input, output, answer) plus a `task` field ("arith-2step": the number of
+arithmetic steps, for scores per sub-task): one to three arithmetic steps, a short step-by-step
 rationale and a final "The answer is N." line, as in the study's math data."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import random
 from dataclasses import dataclass
 
 from kdray.config import _check
+from kdray.world.splits import draw_splits
 
 NAMES = ("Tom", "Anna", "Ben", "Mia", "Sam", "Lucy", "Max", "Eva", "Leo", "Nora")
 ITEMS = ("apples", "pens", "books", "coins", "cards", "stickers", "marbles", "shells")
@@ -53,7 +55,8 @@ def _one_problem(rng: random.Random, config: MathWorldConfig) -> dict[str, str]:
     value = rng.randint(2, config.max_start)
     sentences = [f"{name} has {value} {item}."]
     rationale = [f"{name} starts with {value} {item}."]
-    for _ in range(rng.randint(config.min_steps, config.max_steps)):
+    steps = rng.randint(config.min_steps, config.max_steps)
+    for _ in range(steps):
         feasible = {
             "+": value < config.max_value,
             "-": value >= 2,
@@ -89,26 +92,11 @@ def _one_problem(rng: random.Random, config: MathWorldConfig) -> dict[str, str]:
         "input": "",
         "output": " ".join(rationale),
         "answer": str(value),
+        "task": f"arith-{steps}step",
     }
 
 
 def generate_splits(config: MathWorldConfig) -> dict[str, list[dict[str, str]]]:
-    """Train, validation and test splits; no instruction text occurs in two splits."""
-    rng = random.Random(config.seed)
-    seen: set[str] = set()
-    splits: dict[str, list[dict[str, str]]] = {}
-    sizes = {"test": config.test_size, "validation": config.validation_size}
-    sizes["train"] = config.train_size
-    for split, size in sizes.items():
-        problems: list[dict[str, str]] = []
-        attempts = 0
-        while len(problems) < size:
-            attempts += 1
-            if attempts > 50 * size:
-                raise ValueError(f"cannot draw {size} distinct {split} problems: widen the ranges")
-            problem = _one_problem(rng, config)
-            if problem["instruction"] not in seen:
-                seen.add(problem["instruction"])
-                problems.append(problem)
-        splits[split] = problems
-    return splits
+    """Test, validation and train splits (drawn in that order); no instruction text occurs in
+    two splits."""
+    return draw_splits(config, lambda rng, _: _one_problem(rng, config), hint="widen the ranges")

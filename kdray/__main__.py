@@ -1,0 +1,5 @@
+import sys
+
+from kdray.commands import main
+
+sys.exit(main())

@@ -1,0 +1,195 @@
+"""The synthetic commonsense and instruction domains, the shared split contract, and the math
+generator's unchanged texts (now with a `task` field)."""
+
+import dataclasses
+import hashlib
+import json
+import random
+import re
+from collections import Counter, defaultdict
+
+import pytest
+
+from kdray.errors import ConfigError
+from kdray.prompts import format_prompt
+from kdray.world import synthetic_commonsense as cs
+from kdray.world import synthetic_instruction as si
+from kdray.world.splits import draw_splits
+from kdray.world.synthetic_math import MathWorldConfig
+from kdray.world.synthetic_math import generate_splits as math_splits
+from kdray.world.tokenizer import train_tokenizer
+
+SIZES = {"train_size": 1200, "validation_size": 60, "test_size": 120}
+COMMONSENSE = cs.CommonsenseWorldConfig(**SIZES)
+INSTRUCTION = si.InstructionWorldConfig(**SIZES)
+CONFIGS = {"commonsense": (COMMONSENSE, cs), "instruction": (INSTRUCTION, si)}
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return {name: module.generate_splits(config) for name, (config, module) in CONFIGS.items()}
+
+
+@pytest.mark.parametrize("domain", CONFIGS)
+def test_generators_are_deterministic_and_seeded(domain, splits):
+    config, module = CONFIGS[domain]
+    assert module.generate_splits(config) == splits[domain]
+    assert module.generate_splits(dataclasses.replace(config, seed=1)) != splits[domain]
+
+
+@pytest.mark.parametrize("domain", CONFIGS)
+def test_splits_are_sized_disjoint_and_cover_every_sub_task(domain, splits):
+    module = CONFIGS[domain][1]
+    records = splits[domain]
+    assert list(records) == ["test", "validation", "train"]
+    assert {n: len(r) for n, r in records.items()} == {"train": 1200, "validation": 60, "test": 120}
+    items = {n: {(x["instruction"], x["input"]) for x in r} for n, r in records.items()}
+    assert {n: len(i) for n, i in items.items()} == {n: len(r) for n, r in records.items()}
+    assert not items["train"] & items["test"]
+    assert not items["train"] & items["validation"]
+    assert not items["validation"] & items["test"]
+    for split in records.values():
+        shares = Counter(x["task"] for x in split)
+        assert set(shares) == set(module.TASKS)
+        assert min(shares.values()) >= 0.1 * len(split)
+    for record in records["train"]:
+        assert set(record) == {"instruction", "input", "output", "answer", "task"}
+
+
+def test_commonsense_labels_are_balanced_on_train(splits):
+    labels = defaultdict(Counter)
+    for record in splits["commonsense"]["train"]:
+        labels[record["task"]][record["answer"]] += 1
+    for task, counts in labels.items():
+        k = len(cs.ANSWER_TOKENS[task])
+        assert set(counts) == set(cs.ANSWER_TOKENS[task]), task
+        assert max(counts.values()) <= 1.5 / k * sum(counts.values()), (task, counts)
+
+
+def test_commonsense_outputs_end_with_an_allowed_answer(splits):
+    for records in splits["commonsense"].values():
+        for record in records:
+            tokens = cs.ANSWER_TOKENS[record["task"]]
+            assert record["answer"] in tokens
+            assert record["output"].endswith(f"the correct answer is {record['answer']}")
+            assert record["instruction"].endswith("Answer format: " + "/".join(tokens))
+            # The rationale names no other answer token, so reading the first one is right.
+            assert cs.extract_choice(record["task"], record["output"]) == record["answer"]
+            assert record["input"] == ""
+
+
+_STATED = re.compile(r"The (\w+) (is|eats|lives in the) (\w+)\.")
+_ATTRIBUTE = {"is": "colour", "eats": "food", "lives in the": "home"}
+_OPTION = re.compile(r"(?:Solution|Answer|Option|Ending)(\d): (.*?)(?= \w+\d: | Answer format:)")
+
+
+def test_commonsense_rationales_state_true_facts_that_pick_the_gold_option(splits):
+    table = cs.fact_table(COMMONSENSE)
+    for record in splits["commonsense"]["test"]:
+        rationale = record["output"].split(" So the correct answer")[0]
+        for animal, verb, value in _STATED.findall(rationale):
+            if value not in ("bigger", "biggest", "smallest"):
+                assert table.value(_ATTRIBUTE[verb], animal) == value, record
+        for a, b in re.findall(r"The (\w+) is bigger than the (\w+)\.", rationale):
+            assert table.size[a] > table.size[b]
+        for a, b in re.findall(r"The (\w+)'s friend is the (\w+)\.", rationale):
+            assert table.value("friend", a) == b
+        if record["task"] == "boolq-like" and " one of " in record["instruction"]:
+            # "does one of the fox and the owl eat nuts?": recomputed from the table
+            question = record["instruction"].split("question: ")[1].split("?")[0]
+            group = [w for w in re.findall(r"the (\w+)", question) if w in table.animals]
+            held = {table.value(attribute, a) for a in group for attribute in cs.ATTRIBUTES}
+            assert (question.split()[-1] in held) == (record["answer"] == "true"), record
+        elif record["task"] != "boolq-like":
+            options = dict(_OPTION.findall(record["instruction"]))
+            assert len(options) == len(cs.ANSWER_TOKENS[record["task"]])
+            words = {i: re.findall(r"\w+", o) for i, o in options.items()}
+            # The gold option's own words (not in every option) are named in the rationale.
+            own = [
+                w for w in words[record["answer"][-1]] if not all(w in o for o in words.values())
+            ]
+            assert own and all(w in re.findall(r"\w+", rationale) for w in own), record
+
+
+def _recomputed(task: str, words: list[str]) -> list[str]:
+    """The transformations written out independently of the generator."""
+    if task == "opposite":
+        return [si.OPPOSITES[w] for w in words]
+    animals = [w for w in words if w in si.ANIMALS]
+    return {
+        "reverse": list(reversed(words)),
+        "sort": sorted(words, key=str),
+        "filter": animals,
+        "count": [str(len(animals))],
+    }[task]
+
+
+def test_instruction_references_are_correct(splits):
+    for records in splits["instruction"].values():
+        for record in records:
+            assert record["output"].strip() and record["output"] == record["answer"]
+            assert record["instruction"] == si.INSTRUCTIONS[record["task"]]
+            words = record["input"].split()
+            assert 3 <= len(words) <= 6 and len(set(words)) == len(words)
+            assert record["output"].split() == _recomputed(record["task"], words)
+    assert si.transform("reverse", ["fox", "cup", "big"]) == ["big", "cup", "fox"]
+    assert si.transform("sort", ["fox", "cup", "big"]) == ["big", "cup", "fox"]
+    assert si.transform("filter", ["fox", "cup", "owl"]) == ["fox", "owl"]
+    assert si.transform("count", ["fox", "cup", "owl"]) == ["2"]
+    assert si.transform("opposite", ["big", "cold"]) == ["small", "hot"]
+
+
+# sha256 of the test/validation/train records (all fields but `task`) of MathWorldConfig(**_M),
+# and of the same with small numbers, computed with the math generator as it was before it
+# wrote a `task` field: the texts must not change.
+_M = {"train_size": 400, "validation_size": 40, "test_size": 40}
+_MATH_DIGESTS = {
+    "a5bde4940ce0a977cf9c24315b0b78b0732b4aef0a3a47541851d7592642eeac": _M,
+    "8d5d0a895ab4f9d00d80dc897b45f56e47ef81fb36eada2b2570ab5165deb6dc": {
+        **_M,
+        "max_start": 12,
+        "max_operand": 4,
+        "max_factor": 1,
+        "max_value": 16,
+        "distractor_prob": 0.3,
+    },
+}
+
+
+@pytest.mark.parametrize("digest", _MATH_DIGESTS)
+def test_math_texts_are_unchanged_and_tasks_count_steps(digest):
+    records = math_splits(MathWorldConfig(**_MATH_DIGESTS[digest]))
+    fields = ("instruction", "input", "output", "answer")
+    stripped = {n: [{f: r[f] for f in fields} for r in rs] for n, rs in records.items()}
+    assert hashlib.sha256(json.dumps(stripped, sort_keys=True).encode()).hexdigest() == digest
+    for record in records["test"] + records["train"]:
+        assert record["task"] == f"arith-{record['output'].count(' = ')}step"
+
+
+@pytest.mark.parametrize("domain", CONFIGS)
+def test_prompts_fit_the_models_context(domain, splits):
+    records = splits[domain]
+    texts = [format_prompt(r) + r["output"] for r in records["train"][:600]]
+    tokenizer = train_tokenizer(texts, CONFIGS[domain][0].vocab_size)
+    for record in records["test"] + records["train"][:300]:
+        ids = tokenizer(format_prompt(record) + record["output"], add_special_tokens=False)
+        assert len(ids["input_ids"]) + 1 < 256  # + EOS
+
+
+def test_too_small_a_space_and_bad_configs_are_refused():
+    class Sizes:
+        seed, test_size, validation_size, train_size = 0, 2, 2, 2
+
+    def three_items(rng: random.Random, index: int) -> dict[str, str]:
+        return {"instruction": str(rng.randrange(3)), "input": ""}
+
+    with pytest.raises(ValueError, match="distinct validation items"):
+        draw_splits(Sizes(), three_items)
+    with pytest.raises(ConfigError):
+        cs.CommonsenseWorldConfig(entities=40)
+    with pytest.raises(ConfigError):
+        cs.CommonsenseWorldConfig(max_group=1)
+    with pytest.raises(ConfigError):
+        si.InstructionWorldConfig(min_words=5, max_words=3)
+    with pytest.raises(ConfigError):
+        si.InstructionWorldConfig(test_size=0)
