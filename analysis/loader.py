@@ -100,6 +100,14 @@ def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
     if not per_task and "teacher_accuracy" in metrics:
         per_task = {params.get("task", ""): metrics["teacher_accuracy"]}
     rows += [{**teacher, "task": task, "accuracy": score} for task, score in per_task.items()]
+    # Several teachers: `teachers/<name>/score/<task>`
+    names = {k.split("/")[1] for k in metrics if k.startswith("teachers/")}
+    for name in sorted(names):
+        scores = task_scores(metrics, f"teachers/{name}/")
+        rows += [
+            {**teacher, "student": name, "task": task, "accuracy": score, "student_params_b": None}
+            for task, score in scores.items()
+        ]
     return _typed(pd.DataFrame(rows, columns=[*SCHEMA_COLUMNS, *EXTRA_COLUMNS]))
 
 

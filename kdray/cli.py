@@ -114,6 +114,11 @@ def study_parser(name: str, description: str) -> OneLineParser:
         "--no-t2-scaling", action="store_true", help="do not multiply KD losses by T^2"
     )
     parser.add_argument("--steps", type=int, help="optimizer steps per student trial")
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        help="validation loss every N steps; the best point's weights are kept (default: last)",
+    )
     parser.add_argument("--zero-stage", type=int, help="DeepSpeed ZeRO stage 0-3")
     parser.add_argument("--num-workers", type=int, help="Ray Train workers per trial")
     parser.add_argument("--max-concurrent", type=int, help="trials in flight (default: what fits)")
@@ -124,6 +129,10 @@ def study_parser(name: str, description: str) -> OneLineParser:
     parser.add_argument("--experiment", help="MLflow experiment name (default kdray-<study>)")
     parser.add_argument(
         "--cache-dir", help="worlds, teachers, Ray results (default $KDRAY_CACHE or ~/.cache/kdray)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="paper preset: folder with the LLM-Adapters/MiniLLM data files (default: the hub)",
     )
     parser.add_argument(
         "--results-dir", help="where the table and figure go (default results/<study>)"
@@ -146,6 +155,7 @@ def config_from_args(name: str, args: argparse.Namespace) -> StudyConfig:
         "experiment": args.experiment,
         "cache_dir": args.cache_dir,
         "results_dir": args.results_dir,
+        "data_dir": args.data_dir,
     }
     kd = {
         "ce_weight": args.ce_weight,
@@ -164,6 +174,7 @@ def config_from_args(name: str, args: argparse.Namespace) -> StudyConfig:
         "zero_stage": args.zero_stage,
         "num_workers": args.num_workers,
         "grad_accum_steps": args.grad_accum_steps,
+        "eval_every": args.eval_every,
     }
     train = {k: v for k, v in train.items() if v is not None}
     if args.finetune:

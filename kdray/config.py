@@ -150,6 +150,10 @@ class TrainConfig:
     """Steps between progress reports (Ray Train polls reports every 2 s, so not every step)."""
     train_examples: int | None = None
     """Use only the first N training problems (None: the whole split)."""
+    eval_every: int | None = None
+    """Every N steps (and at the last) compute the run's own loss on the validation split and
+    export the weights of the best such point, as the study's Trainer does with
+    load_best_model_at_end (None: export the last weights)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # lists from JSON
@@ -186,6 +190,10 @@ class TrainConfig:
         _check(
             self.epochs is None or (_finite(self.epochs) and self.epochs > 0),
             f"epochs must be > 0, got {self.epochs}",
+        )
+        _check(
+            self.eval_every is None or self.eval_every >= 1,
+            f"eval_every must be >= 1 step, got {self.eval_every}",
         )
         _check(self.max_length >= 8, f"max_length must be >= 8 tokens, got {self.max_length}")
         _check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")

@@ -76,3 +76,31 @@ def full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor]:
 
     with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
         return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def trainable_state(engine, zero_stage: int) -> dict[str, torch.Tensor]:
+    """A CPU copy of the trainable weights (the adapters under LoRA), gathered under ZeRO-3
+    (a collective: every rank must call this)."""
+    params = {n: p for n, p in engine.module.named_parameters() if p.requires_grad}
+    if zero_stage < 3:
+        return {n: p.detach().float().cpu().clone() for n, p in params.items()}
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=None):
+        return {n: p.detach().float().cpu().clone() for n, p in params.items()}
+
+
+def load_trainable_state(engine, zero_stage: int, state: dict[str, torch.Tensor]) -> None:
+    """Put weights saved by `trainable_state` back into the model (before its export)."""
+    params = {n: p for n, p in engine.module.named_parameters() if n in state}
+    if zero_stage < 3:
+        with torch.no_grad():
+            for name, parameter in params.items():
+                parameter.copy_(state[name].to(parameter.dtype))
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=0):
+        with torch.no_grad():
+            for name, parameter in params.items():
+                parameter.copy_(state[name].to(parameter.dtype))

@@ -73,6 +73,20 @@ def _size(config: StudyConfig, student: str, teacher: str | None, gpu_memory_gib
     return gpus, memory
 
 
+def gpus_needed(
+    config: StudyConfig, student: str, teacher: str | None, gpu_memory_gib: float = GPU_MEMORY_GIB
+) -> int:
+    """GPUs one hub trial takes; ConfigError (one line) when not even 8 hold it."""
+    gpus, _ = _size(config, student, teacher, gpu_memory_gib)
+    if gpus is None:
+        pair = f"{teacher} -> {student}" if teacher else student
+        raise ConfigError(
+            f"{pair} does not fit on 8 x {gpu_memory_gib:g} GiB GPUs while every rank holds "
+            "the whole teacher (estimate): leave this pair out (--teacher/--students)"
+        )
+    return gpus
+
+
 def steps_per_trial(config: StudyConfig) -> int | None:
     """Optimizer steps of a trial when the study budgets by epochs over a known train set."""
     train = config.student_train
@@ -104,7 +118,12 @@ def format_plan(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> 
         f"batch {train.batch_size} x {train.grad_accum_steps} accumulation, max length "
         f"{train.max_length}, seed {train.seed}, "
         + (f"{train.epochs:g} epochs" if train.epochs else f"{train.steps} steps")
-        + (f" (= {steps} steps)" if steps and train.epochs else ""),
+        + (f" (= {steps} steps)" if steps and train.epochs else "")
+        + (
+            f"; best of the validation loss every {train.eval_every} steps"
+            if train.eval_every
+            else ""
+        ),
         f"  loss: CE weight {kd.ce_weight:g}, tokens {kd.loss_tokens}; evaluation: "
         f"{evaluation.decoding}"
         + (

@@ -87,6 +87,7 @@ PAPER_TRAIN = TrainConfig(
     use_gpu=True,  # bf16 on GPU
     cpus_per_worker=4,
     report_every=50,
+    eval_every=200,  # LLM-Adapters' Trainer: eval and save every 200 steps, best model at end
 )
 PAPER_EVAL = EvalConfig(
     max_items=100_000,  # every test item
@@ -117,6 +118,7 @@ def paper(
         domain=domain,
         family=family or "all",
         pairs=tuple((t.name, s.name) for t, s in hub_pairs(family)),
+        seeds=(PAPER_TRAIN.seed,),  # each trial's seed is the study's seed
         world=None,
         kd=PAPER_KD,
         teacher_train=train,

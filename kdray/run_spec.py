@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from kdray.config import EvalConfig, KDConfig, TrainConfig, to_dict
 
 if TYPE_CHECKING:
+    from kdray.hub_world import HubWorld
     from kdray.world.build import World
 
 
@@ -41,7 +42,7 @@ class RunSpec:
 
     @classmethod
     def in_world(
-        cls, world: World, role: str, model_name: str, train: TrainConfig, kd: KDConfig,
+        cls, world: World | HubWorld, role: str, model_name: str, train: TrainConfig, kd: KDConfig,
         eval: EvalConfig, **extra: Any,
     ) -> RunSpec:  # fmt: skip
         """A run on `world`'s data and tokenizer, starting from its `model_name` folder."""
@@ -49,7 +50,7 @@ class RunSpec:
             role=role,
             model_name=model_name,
             init_dir=str(world.model_dir(model_name)),
-            tokenizer_dir=str(world.tokenizer_dir),
+            tokenizer_dir=str(world.tokenizer_for(model_name)),
             data_dir=str(world.data_dir),
             domain=world.domain,
             train=train,

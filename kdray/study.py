@@ -19,7 +19,7 @@ from ray import tune
 
 from kdray.cache import is_complete
 from kdray.config import flatten, to_dict
-from kdray.errors import ConfigError
+from kdray.hub_world import HubWorld, build_hub_world
 from kdray.hub_zoo import check_pair
 from kdray.study_config import StudyConfig
 from kdray.teacher import (
@@ -67,13 +67,14 @@ def connect_ray() -> None:
         say(f"started a local Ray: {ray.cluster_resources()}")
 
 
-def trials_in_flight(config: StudyConfig) -> int:
+def trials_in_flight(config: StudyConfig, workers: int | None = None) -> int:
+    """Trials that fit on the cluster at once; `workers`: Train workers of the largest trial."""
     if config.max_concurrent:
         return config.max_concurrent
     resources = ray.cluster_resources()
     train = config.student_train
     if train.use_gpu:
-        return max(1, int(resources.get("GPU", 0) // train.num_workers))
+        return max(1, int(resources.get("GPU", 0) // (workers or train.num_workers)))
     per_trial = train.num_workers * train.cpus_per_worker + DRIVER_CPUS
     return max(1, math.floor(resources.get("CPU", 1) / per_trial + 1e-9))
 
@@ -110,20 +111,11 @@ class ProgressCallback(tune.Callback):
 def run_study(config: StudyConfig) -> StudyOutcome:
     from analysis.report import write_study_summary  # analysis reads runs back from MLflow
 
-    if config.zoo != "tiny":
-        raise ConfigError(
-            "running the hub zoo (preset paper) is not supported yet: only its plan is "
-            "(--dry-run); use the tiny preset to run"
-        )
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     cache_root = config.cache_root()
     started = time.time()
 
-    world, built = build_world(config.world, cache_root, config.family)
-    say(
-        f"tiny {config.domain} world, {config.family} family {'built' if built else 'reused'}: "
-        f"{world.root}"
-    )
+    world = _world(config, cache_root)
 
     notes = []
     for teacher_name, student in config.teacher_student_pairs():
@@ -146,13 +138,14 @@ def run_study(config: StudyConfig) -> StudyOutcome:
     parent_id = parent.info.run_id
     parent_log = RunLogger(tracking_uri, parent_id)
     sizes = world.parameter_counts()
+    single = config.teachers()[0] if len(config.teachers()) == 1 else None
     parent_log.log_params(
         {
             **flatten(to_dict(config), "config."),
             **{f"version.{k}": v for k, v in package_versions().items()},
             "study": config.name,
-            "teacher": config.teacher,
-            "teacher_params_b": sizes[config.teacher] / 1e9,
+            "teacher": ",".join(config.teachers()),
+            "teacher_params_b": sizes[single] / 1e9 if single else "",
             "domain": config.domain,
             "family": config.family,
             "teacher_kind": config.teacher_kind,
@@ -165,39 +158,39 @@ def run_study(config: StudyConfig) -> StudyOutcome:
     try:
         connect_ray()
         storage = cache_root / "ray_results"
-        teacher = _teacher(config, world, storage, client, experiment_id, tracking_uri, parent_id)
-        teacher_metrics = teacher.metrics
-        scores = ("score", "accuracy", "rouge_l", "val_accuracy", "val_rouge_l")
-        parent_log.log_metrics(
-            {
-                f"teacher_{k}": v
-                for k, v in teacher_metrics.items()
-                if k in scores or k.startswith("score/")
-            }
-        )
-        parent_log.log_file(teacher.predictions_file, "teacher")
-        metric = "ROUGE-L" if config.domain == "instruction" else "accuracy"
-        say(
-            f"{config.teacher_kind} teacher {config.teacher}: test {metric} "
-            f"{teacher_metrics['score']:.1f}"
-        )
-
-        plans = config.trial_plans(world)
-        responses = None
-        if any(plan["spec"].kd.method == "seqkd" for plan in plans):
-            count = config.student_train.train_examples
-            responses, built = prepare_teacher_responses(teacher, world, count, config.eval)
-            say(f"teacher responses for seqkd {'generated' if built else 'reused'}: {responses}")
+        plans = config.trial_plans(world)  # before teachers: a pair that cannot fit fails now
+        teachers = {}
+        for name in config.teachers():
+            teacher = _teacher(
+                config, world, name, storage, client, experiment_id, tracking_uri, parent_id
+            )
+            teachers[name] = teacher
+            _log_teacher(parent_log, teacher, None if single else name)
+            metric = "ROUGE-L" if config.domain == "instruction" else "accuracy"
+            say(
+                f"{config.teacher_kind} teacher {name}: test {metric} "
+                f"{teacher.metrics['score']:.1f}"
+            )
+        responses = {}
+        count = config.student_train.train_examples
+        for name in {p["teacher"] for p in plans if p["spec"].kd.method == "seqkd"}:
+            file, built = prepare_teacher_responses(
+                teachers[name], world, count, config.eval, config.student_train.use_gpu
+            )
+            responses[name] = str(file)
+            say(f"{name}'s responses for seqkd {'generated' if built else 'reused'}: {file}")
         for plan in plans:
+            # An sft student is compared with the study's teacher when there is just one.
+            teacher = teachers.get(plan["teacher"] or single)
             plan["spec"] = dataclasses.replace(
                 plan["spec"],
-                teacher_dir=str(teacher.folder),
-                teacher_predictions=str(teacher.predictions_file),
-                teacher_responses=str(responses) if responses else None,
+                teacher_dir=str(teacher.folder) if plan["teacher"] else None,
+                teacher_predictions=str(teacher.predictions_file) if teacher else None,
+                teacher_responses=responses.get(plan["teacher"]),
             ).to_dict()
         # Tune's TensorBoard logger reports at INFO every config value it cannot chart.
         logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
-        concurrent = trials_in_flight(config)
+        concurrent = trials_in_flight(config, max(p["spec"]["train"]["num_workers"] for p in plans))
         say(f"running {len(plans)} trials, {concurrent} at a time")
         tuner = tune.Tuner(
             tune.with_resources(run_trial, {"cpu": DRIVER_CPUS}),
@@ -234,9 +227,47 @@ def run_study(config: StudyConfig) -> StudyOutcome:
     return StudyOutcome(tracking_uri, experiment_id, parent_id, len(plans), failed, results_dir)
 
 
+def _world(config: StudyConfig, cache_root: Path) -> World | HubWorld:
+    if config.zoo == "hub":
+        source = config.data_dir or "the Hugging Face hub"
+        say(f"preparing the {config.domain} data from {source} (cached)")
+        world, built = build_hub_world(
+            config.domain,
+            cache_root,
+            config.data_dir,
+            config.validation_items or 500,
+            config.student_train.seed,
+        )
+        say(f"{config.domain} data {'built' if built else 'reused'}: {world.root}")
+        return world
+    world, built = build_world(config.world, cache_root, config.family)
+    state = "built" if built else "reused"
+    say(f"tiny {config.domain} world, {config.family} family {state}: {world.root}")
+    return world
+
+
+TEACHER_SCORES = ("score", "accuracy", "rouge_l", "val_accuracy", "val_rouge_l")
+
+
+def _log_teacher(logger: RunLogger, teacher: PreparedTeacher, name: str | None) -> None:
+    """The teacher's scores on the parent run: `teacher_<metric>` for a study's single teacher,
+    `teachers/<name>/<metric>` when it has several (analysis.loader reads both)."""
+    prefix = f"teachers/{name}/" if name else "teacher_"
+    metrics = teacher.metrics
+    logger.log_metrics(
+        {
+            f"{prefix}{k}": v
+            for k, v in metrics.items()
+            if k in TEACHER_SCORES or k.startswith("score/")
+        }
+    )
+    logger.log_file(teacher.predictions_file, f"teachers/{teacher.name}" if name else "teacher")
+
+
 def _teacher(
     config: StudyConfig,
-    world: World,
+    world: World | HubWorld,
+    name: str,
     storage: Path,
     client: MlflowClient,
     experiment_id: str,
@@ -244,33 +275,34 @@ def _teacher(
     parent_id: str,
 ) -> PreparedTeacher:
     kind = config.teacher_kind
-    folder = teacher_folder(world, config.teacher, kind, config.teacher_train, config.eval)
+    train = config.teacher_train
+    if config.zoo == "hub":  # the teacher's SFT sized like a student's (kdray.plan)
+        from kdray.plan import gpus_needed
+
+        gpus = gpus_needed(config, name, None)
+        train = dataclasses.replace(
+            train, num_workers=gpus, zero_stage=3 if gpus > 1 else train.zero_stage
+        )
+    folder = teacher_folder(world, name, kind, train, config.eval)
     run_id = None
     if not is_complete(folder):
-        what = (
-            f"{config.teacher_train.steps} SFT steps"
-            if kind == "task-aware"
-            else "the base model, evaluated only"
-        )
-        say(f"preparing the {kind} teacher {config.teacher} ({what}; cached for later studies)")
+        what = f"{train.steps} SFT steps" if train.epochs is None else f"{train.epochs:g} epochs"
+        if kind == "task-unaware":
+            what = "the base model, evaluated only"
+        say(f"preparing the {kind} teacher {name} ({what}; cached for later studies)")
         run = client.create_run(
             experiment_id,
-            run_name=f"teacher {config.teacher}",
+            run_name=f"teacher {name}",
             tags={"kdray.role": "teacher", "kdray.study_parent": parent_id},
         )
         run_id = run.info.run_id
         RunLogger(tracking_uri, run_id).log_params(
-            {
-                "model": config.teacher,
-                "teacher_kind": kind,
-                **flatten(to_dict(config.teacher_train), "train."),
-            }
+            {"model": name, "teacher_kind": kind, **flatten(to_dict(train), "train.")}
         )
     try:
         teacher = prepare_teacher(
-            world, config.teacher, kind, config.teacher_train, config.eval, storage,
-            tracking_uri, run_id,
-        )  # fmt: skip
+            world, name, kind, train, config.eval, storage, tracking_uri, run_id
+        )
     except BaseException:
         if run_id:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
@@ -278,7 +310,7 @@ def _teacher(
     if run_id:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
     else:
-        say(f"teacher reused from cache: {teacher.folder}")
+        say(f"teacher {name} reused from cache: {teacher.folder}")
     return teacher
 
 

@@ -17,6 +17,7 @@ from kdray.world.synthetic_math import MathWorldConfig
 from kdray.world.zoo import FAMILIES, tiny_model
 
 if TYPE_CHECKING:
+    from kdray.hub_world import HubWorld
     from kdray.world.build import World
 
 TEACHER_KINDS = ("task-aware", "task-unaware")
@@ -53,6 +54,8 @@ class StudyConfig:
     own method, temperature and noise."""
     world: WorldConfig | None = field(default_factory=MathWorldConfig)
     """The tiny world's task (None for the hub zoo)."""
+    data_dir: str | None = None
+    """Hub zoo: a local folder with the LLM-Adapters / MiniLLM data files (None: the hub)."""
     validation_items: int | None = None
     """Validation items held out of the training set (None: the world's own split)."""
     teacher_train: TrainConfig = field(default_factory=TrainConfig)
@@ -81,7 +84,13 @@ class StudyConfig:
             self.teacher_kind in TEACHER_KINDS,
             f"unknown teacher kind {self.teacher_kind!r}: choose one of {', '.join(TEACHER_KINDS)}",
         )
+        _check(
+            self.data_dir is None or Path(self.data_dir).is_dir(),
+            f"data directory {self.data_dir} does not exist: pass the folder holding the "
+            "LLM-Adapters dataset folders, or omit --data-dir to use the hub",
+        )
         if self.zoo == "tiny":
+            _check(self.data_dir is None, "--data-dir is for the paper preset's real data")
             _check(self.world is not None, "the tiny zoo needs a world config")
             _check(
                 domain_of(self.world) == self.domain,
@@ -142,32 +151,40 @@ class StudyConfig:
                     )
         return settings
 
-    def trial_plans(self, world: World) -> list[dict[str, Any]]:
-        """One plan per trial: its identity, MLflow params (the tidy schema) and RunSpec."""
+    def trial_plans(self, world: World | HubWorld) -> list[dict[str, Any]]:
+        """One plan per trial: its identity, MLflow params (the tidy schema), the teacher it
+        distils from (None for sft) and its RunSpec. SFT runs once per student and seed."""
         plans = []
-        for student in self.students:
-            for seed in self.seeds:
-                for kd in [KDConfig("sft"), *self.kd_settings()]:
-                    plans.append(self._plan(world, student, seed, kd))
+        for seed in self.seeds:
+            for student in self.distinct_students():
+                plans.append(self._plan(world, None, student, seed, KDConfig("sft")))
+            for teacher, student in self.teacher_student_pairs():
+                for kd in self.kd_settings():
+                    plans.append(self._plan(world, teacher, student, seed, kd))
         return plans
 
-    def _plan(self, world: World, student: str, seed: int, kd: KDConfig) -> dict:
+    def _plan(
+        self, world: World | HubWorld, teacher: str | None, student: str, seed: int, kd: KDConfig
+    ) -> dict:
         sizes, widths = world.parameter_counts(), world.lm_head_widths()
-        teacher_used, tempered = kd.uses_teacher, kd.needs_teacher_logits
+        tempered = kd.needs_teacher_logits
         label = f"{kd.method} T={kd.temperature:g}" if tempered else kd.method
         if tempered and kd.noise_sigma:
             label += f" sigma={kd.noise_sigma:g}"
-        key = f"{student}|{kd.method}|T={kd.temperature:g}|sigma={kd.noise_sigma:g}|seed={seed}"
+        if teacher and len(self.teachers()) > 1:
+            label += f" from {teacher}"
+        pair = f"{teacher}>{student}" if teacher else student
+        key = f"{pair}|{kd.method}|T={kd.temperature:g}|sigma={kd.noise_sigma:g}|seed={seed}"
         params = {
             "study": self.name,
-            "teacher": self.teacher if teacher_used else "",
+            "teacher": teacher or "",
             "student": student,
             "student_params_b": sizes[student] / 1e9,
-            "teacher_params_b": sizes[self.teacher] / 1e9,
+            "teacher_params_b": sizes[teacher] / 1e9 if teacher else "",
             "method": kd.method,
             "temperature": kd.temperature if tempered else "",
             "noise_sigma": kd.noise_sigma if tempered else "",
-            "teacher_kind": self.teacher_kind if teacher_used else "",
+            "teacher_kind": self.teacher_kind if teacher else "",
             "domain": self.domain,
             "family": self.family,
             "tasks": ",".join(world.tasks()),
@@ -176,15 +193,22 @@ class StudyConfig:
         }
         if tempered:  # lm_head widths may differ within a family: KD runs over the tokenizer's
             params.update(
-                vocab_compared=world.manifest()["tokenizer_vocab"],
-                teacher_lm_head_width=widths[self.teacher],
+                vocab_compared=world.built_model(student).tokenizer_vocab,
+                teacher_lm_head_width=widths[teacher],
                 student_lm_head_width=widths[student],
             )
         train = dataclasses.replace(self.student_train, seed=seed)
+        if self.zoo == "hub":  # as many GPUs as the trial needs (kdray.plan), ZeRO-3 across them
+            from kdray.plan import gpus_needed
+
+            gpus = gpus_needed(self, student, teacher if tempered else None)
+            stage = 3 if gpus > 1 else train.zero_stage
+            train = dataclasses.replace(train, num_workers=gpus, zero_stage=stage)
         spec = RunSpec.in_world(world, "student", student, train, kd, self.eval)
         return {
             "key": key,
             "run_name": f"{student} {label} seed={seed}",
+            "teacher": teacher,
             "params": params,
             "spec": spec,
         }

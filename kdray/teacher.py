@@ -13,6 +13,7 @@ import ray
 
 from kdray.cache import build_once, content_key
 from kdray.config import EvalConfig, KDConfig, TrainConfig, to_dict
+from kdray.hub_world import HubWorld
 from kdray.run_spec import RunSpec
 from kdray.train_loop import METRICS_FILE, PREDICTIONS_FILE
 from kdray.train_run import fit
@@ -38,7 +39,7 @@ class PreparedTeacher:
 
 
 def teacher_folder(
-    world: World, name: str, kind: str, train: TrainConfig, eval_config: EvalConfig
+    world: World | HubWorld, name: str, kind: str, train: TrainConfig, eval_config: EvalConfig
 ) -> Path:
     trained = to_dict(train) if kind == "task-aware" else None
     key = content_key(world.key, name, kind, trained, to_dict(eval_config))
@@ -46,7 +47,7 @@ def teacher_folder(
 
 
 def prepare_teacher(
-    world: World,
+    world: World | HubWorld,
     name: str,
     kind: str,
     train: TrainConfig,
@@ -64,7 +65,7 @@ def prepare_teacher(
 
     def build(staging: Path) -> None:
         if kind == "task-unaware":
-            task = ray.remote(num_cpus=1)(_evaluate_base_model)
+            task = ray.remote(**_task_resources(train.use_gpu))(_evaluate_base_model)
             ray.get(task.remote(spec.to_dict(), str(staging)))
             return
         checkpoint = fit(spec, f"teacher-{name}", storage_path)
@@ -87,22 +88,34 @@ def _evaluate_base_model(spec_dict: dict, staging: str) -> None:
     quiet_libraries()
     spec = RunSpec.from_dict(spec_dict)
     out = Path(staging)
-    shutil.copytree(spec.init_dir, out)
+    device = torch.device("cuda" if spec.train.use_gpu else "cpu")
+    dtype = torch.bfloat16 if spec.train.use_gpu else torch.float32
+    model = load_model(spec.init_dir, device, dtype)
+    model.save_pretrained(str(out), safe_serialization=True)  # a folder or a hub id alike
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
     tokenizer.save_pretrained(str(out))
-    metrics = evaluate(spec, load_model(spec.init_dir, torch.device("cpu")), tokenizer, out)
+    metrics = evaluate(spec, model, tokenizer, out)
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
 
 
+def _task_resources(use_gpu: bool) -> dict[str, float]:
+    """A one-off generation task: one GPU on a GPU cluster, else one CPU."""
+    return {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
+
+
 def teacher_responses_file(
-    teacher: PreparedTeacher, world: World, count: int | None, eval_config: EvalConfig
+    teacher: PreparedTeacher, world: World | HubWorld, count: int | None, eval_config: EvalConfig
 ) -> Path:
     key = content_key(teacher.folder.name, world.key, count, to_dict(eval_config))
     return world.root.parent.parent / "teacher_outputs" / f"{teacher.name}-{key}" / RESPONSES_FILE
 
 
 def prepare_teacher_responses(
-    teacher: PreparedTeacher, world: World, count: int | None, eval_config: EvalConfig
+    teacher: PreparedTeacher,
+    world: World | HubWorld,
+    count: int | None,
+    eval_config: EvalConfig,
+    use_gpu: bool = False,
 ) -> tuple[Path, bool]:
     """The teacher's responses (greedy, or sampled as the study evaluates) to the first `count`
     training prompts (Kim & Rush's sequence-level KD data), generated once per teacher x data
@@ -112,9 +125,9 @@ def prepare_teacher_responses(
 
     def build(staging: Path) -> None:
         staging.mkdir(parents=True)
-        task = ray.remote(num_cpus=1)(_generate_responses)
+        task = ray.remote(**_task_resources(use_gpu))(_generate_responses)
         responses = ray.get(
-            task.remote(str(teacher.folder), str(world.data_dir), count, eval_config)
+            task.remote(str(teacher.folder), str(world.data_dir), count, eval_config, use_gpu)
         )
         (staging / RESPONSES_FILE).write_text(json.dumps(responses))
 
@@ -123,7 +136,7 @@ def prepare_teacher_responses(
 
 
 def _generate_responses(
-    model_dir: str, data_dir: str, count: int | None, eval_config: EvalConfig
+    model_dir: str, data_dir: str, count: int | None, eval_config: EvalConfig, use_gpu: bool
 ) -> list[str]:
     import torch
     from transformers import AutoTokenizer
@@ -133,6 +146,7 @@ def _generate_responses(
 
     quiet_libraries()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = load_model(model_dir, torch.device("cpu"))
+    device = torch.device("cuda" if use_gpu else "cpu")
+    model = load_model(model_dir, device, torch.bfloat16 if use_gpu else torch.float32)
     problems = read_split(data_dir, "train")[:count]
     return generate_responses(model, tokenizer, problems, eval_config)

@@ -22,7 +22,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kdray.data import IGNORE_INDEX, collate, encode_example, length_grouped_batches
-from kdray.deepspeed_engine import create_engine, full_state_dict
+from kdray.deepspeed_engine import (
+    create_engine,
+    full_state_dict,
+    load_trainable_state,
+    trainable_state,
+)
 from kdray.evaluation import (
     agreement,
     fidelity,
@@ -143,7 +148,51 @@ def train_worker(config: dict[str, Any]) -> None:
         )  # fmt: skip
         return sampled, True
 
+    def forward_loss(batch, normalizer: int, generator) -> torch.Tensor:
+        inputs = {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "use_cache": False,  # no KV cache in training forwards
+        }
+        student_logits = restrict_to_vocab(engine(**inputs).logits, vocab)
+        teacher_logits = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = restrict_to_vocab(teacher(**inputs).logits, vocab)
+        loss, _ = training_loss(
+            student_logits, batch["labels"], spec.kd, teacher_logits, generator,
+            normalizer=normalizer,
+        )  # fmt: skip
+        return loss
+
+    validation = []
+    if train.eval_every:
+        records = read_split(spec.data_dir, "validation")
+        validation = [encode_example(e, tokenizer, train.max_length) for e in records]
+
+    @torch.no_grad()
+    def validation_loss() -> float:
+        """The run's own loss on the validation split (every rank computes all of it: under
+        ZeRO-3 each forward is a collective anyway), with the same noise draw each time."""
+        engine.eval()
+        batches = [
+            collate(
+                validation[i : i + train.batch_size], tokenizer.pad_token_id, spec.kd.loss_tokens
+            )
+            for i in range(0, len(validation), train.batch_size)
+        ]
+        tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+        generator = torch.Generator(device=device).manual_seed(train.seed)
+        total = 0.0
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            total += forward_loss(batch, max(tokens, 1), generator).item()
+        engine.train()
+        return total
+
     # --- steps
+    best: tuple[float, int, dict] | None = None  # (validation loss, step, trainable weights)
+    val_curve: list[tuple[int, float]] = []
     curve: list[tuple[int, float]] = []
     logged = 0
     on_policy_batches = 0
@@ -155,26 +204,18 @@ def train_worker(config: dict[str, Any]) -> None:
         step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, _ in micro_batches)
         step_loss = 0.0
         for batch, _ in micro_batches:
-            inputs = {
-                "input_ids": batch["input_ids"],
-                "attention_mask": batch["attention_mask"],
-                "use_cache": False,  # no KV cache in training forwards
-            }
-            student_logits = restrict_to_vocab(engine(**inputs).logits, vocab)
-            teacher_logits = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = restrict_to_vocab(teacher(**inputs).logits, vocab)
-            loss, _ = training_loss(
-                student_logits, batch["labels"], spec.kd, teacher_logits, noise,
-                normalizer=max(step_tokens, 1),
-            )  # fmt: skip
+            loss = forward_loss(batch, max(step_tokens, 1), noise)
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(f"loss became {loss.item()} at step {step}")
             engine.backward(loss * accumulate)  # DeepSpeed divides by the accumulation steps
             engine.step()
             step_loss += loss.item()
         curve.append((step, step_loss))
+        if train.eval_every and (step % train.eval_every == 0 or step == train.steps):
+            loss = validation_loss()
+            val_curve.append((step, loss))
+            if best is None or loss < best[0]:
+                best = (loss, step, trainable_state(engine, train.zero_stage))
         if step % train.report_every == 0 and step < train.steps:
             if logger:
                 logger.log_curve("train_loss", curve[logged:])
@@ -183,6 +224,8 @@ def train_worker(config: dict[str, Any]) -> None:
     train_seconds = time.perf_counter() - started
 
     # --- export, evaluate, report
+    if best is not None:
+        load_trainable_state(engine, train.zero_stage, best[2])
     state = full_state_dict(engine, train.zero_stage)
     metrics = {
         "step": train.steps,
@@ -192,6 +235,8 @@ def train_worker(config: dict[str, Any]) -> None:
         "on_policy_batches": on_policy_batches,
         "trainable_parameters": trainable_parameters(engine.module),
     }
+    if best is not None:
+        metrics.update(best_val_loss=best[0], best_step=best[1])
     if rank != 0:
         ray.train.report(metrics)
         return
@@ -206,6 +251,7 @@ def train_worker(config: dict[str, Any]) -> None:
         (Path(folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
         if logger:
             logger.log_curve("train_loss", curve[logged:])
+            logger.log_curve("val_loss", val_curve)
             final = {k: v for k, v in metrics.items() if k not in ("step", "train_loss")}
             logger.log_metrics(final, step=train.steps)
             logger.log_file(Path(folder) / PREDICTIONS_FILE)

@@ -37,7 +37,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "temperature.py"
         (["--teacher-kind", "clever"], "invalid choice: 'clever'"),
         (["--preset", "paper", "--smoke"], "--smoke is for the tiny preset"),
         (["--preset", "paper", "--teacher", "qwen2.5-0.5b"], "no pair of the preset matches"),
-        (["--preset", "paper"], "running the hub zoo (preset paper) is not supported yet"),
+        (["--preset", "paper", "--data-dir", "nowhere"], "data directory nowhere does not exist"),
+        (["--data-dir", "."], "--data-dir is for the paper preset"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_anything_runs(flags, message, tmp_path):

@@ -23,12 +23,13 @@ def test_commonsense_llama_lora_with_a_task_unaware_teacher(tmp_path, tmp_path_f
     result = run_study_script(
         "--smoke", "--domain", "commonsense", "--family", "llama", "--finetune", "lora",
         "--teacher-kind", "task-unaware", "--students", "tiny-llama-xs", "--methods", "kd",
+        "--eval-every", "10",
         "--experiment", "kdray-commonsense", "--cache-dir", str(cache),
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "task-unaware teacher tiny-llama-m" in result.stdout
-    _, parent, trials = _runs(tmp_path, "kdray-commonsense")
+    client, parent, trials = _runs(tmp_path, "kdray-commonsense")
     assert parent.data.params["teacher_kind"] == "task-unaware"
     assert parent.data.params["family"] == "llama"
     tasks = parent.data.params["tasks"].split(",")
@@ -41,6 +42,10 @@ def test_commonsense_llama_lora_with_a_task_unaware_teacher(tmp_path, tmp_path_f
         assert params["config.train.lora_rank"] == "8"
         assert 0 < metrics["trainable_parameters"] < 20_000  # adapters only (model: 27k+)
         assert all(0 <= metrics[f"score/{t}"] <= 100 for t in tasks)
+        assert metrics["best_step"] in (10, 20)  # best validation loss of steps 10 and 20
+        curve = client.get_metric_history(run.info.run_id, "val_loss")
+        assert sorted(p.step for p in curve) == [10, 20]
+        assert metrics["best_val_loss"] == min(p.value for p in curve)
     kd = next(r for r in trials if r.data.params["method"] == "kd")
     assert kd.data.params["teacher_kind"] == "task-unaware"
     frame = load_mlflow_results(f"sqlite:///{tmp_path / 'mlflow.db'}", parent.info.run_id)

@@ -172,3 +172,26 @@ def test_pair_rules_on_the_hub_zoo():
     assert any(
         "not larger" in n for n in check_pair(hub_model("qwen2.5-0.5b"), hub_model("qwen2.5-7b"))
     )
+
+
+def test_best_weights_are_saved_and_restored(worlds):
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    from kdray.deepspeed_engine import load_trainable_state, trainable_state
+
+    folder = worlds["math", "qwen"].model_dir("tiny-qwen2-xs")
+    engine = SimpleNamespace(module=AutoModelForCausalLM.from_pretrained(folder))
+    saved = trainable_state(engine, zero_stage=0)
+    with torch.no_grad():
+        for parameter in engine.module.parameters():
+            parameter.add_(1.0)
+    load_trainable_state(engine, 0, saved)
+    for name, parameter in engine.module.named_parameters():
+        torch.testing.assert_close(parameter, saved[name])
+    # tied embeddings: lm_head shares the restored matrix
+    assert (
+        engine.module.lm_head.weight.data_ptr()
+        == engine.module.model.embed_tokens.weight.data_ptr()
+    )

@@ -56,6 +56,10 @@ class World:
     def model_dir(self, name: str) -> Path:
         return self.root / "models" / name
 
+    def tokenizer_for(self, name: str) -> Path:
+        """The family's tokenizer (one per world)."""
+        return self.tokenizer_dir
+
     @property
     def key(self) -> str:
         return self.root.name
