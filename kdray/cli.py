@@ -10,17 +10,9 @@ from collections.abc import Callable, Sequence
 
 from kdray.config import DECODING, FINETUNE_MODES, METHODS
 from kdray.errors import ConfigError, KdrayError
+from kdray.one_line_parser import EXIT_USAGE, OneLineParser
 from kdray.presets import PRESETS
 from kdray.study_config import StudyConfig
-
-EXIT_USAGE = 2
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (what is wrong), not the usage block."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _comma_list(cast: Callable[[str], object], kind: str) -> Callable[[str], tuple]:

@@ -15,17 +15,7 @@ from dataclasses import dataclass
 
 from kdray.errors import KdrayError
 from kdray.hub_zoo import FAMILIES, HUB_MODELS, check_family, check_pair, format_parameters, pairs
-
-EXIT_USAGE = 2
-
-
-# Same behaviour as kdray.cli.OneLineParser, defined here because kdray.cli imports the study
-# configuration chain (presets, run specs): `kdray models` must not depend on it.
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit code 2, not the usage block."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+from kdray.one_line_parser import EXIT_USAGE, OneLineParser
 
 
 @dataclass(frozen=True)
@@ -133,9 +123,56 @@ def _run_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_domain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--domain", choices=("math", "commonsense", "instruction"), help="only this domain"
+    )
+
+
+def _run_tasks(args: argparse.Namespace) -> int:
+    from kdray.tasks import TRAIN_SETS, tasks_for_domain
+
+    domains = [args.domain] if args.domain else ["math", "commonsense", "instruction"]
+    rows = []
+    for domain in domains:
+        for spec in tasks_for_domain(domain):
+            hub = spec.hub.repo_id if spec.hub else "(local folder only)"
+            rows.append((spec.name, spec.display, domain, spec.answer_kind, spec.folder, hub))
+    print(table(("task", "name", "domain", "scored by", "folder", "hub"), rows, "llllll"))
+    trains = [t for t in TRAIN_SETS.values() if t.domain in domains]
+    for train in trains:
+        hub = train.hub.repo_id if train.hub else "local file only"
+        print(f"training set for {train.domain}: {train.display} ({train.file}; hub: {hub})")
+    print(f"{len(rows)} evaluation tasks")
+    return 0
+
+
+def _add_check_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_dir", help="folder holding LLM-Adapters dataset folders")
+
+
+def _run_check_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kdray.errors import ConfigError
+    from kdray.task_data import check_task_folder, task_report_markdown
+
+    if not Path(args.data_dir).is_dir():
+        raise ConfigError(f"{args.data_dir} is not a folder: pass the LLM-Adapters dataset folder")
+    reports = check_task_folder(args.data_dir)
+    print(task_report_markdown(reports))
+    return 1 if any(r["status"] == "error" for r in reports) else 0
+
+
 COMMANDS: dict[str, Command] = {
     "models": Command("list the hub models of the study", _add_family, _run_models),
     "pairs": Command("list the teacher -> student pairs", _add_pairs_arguments, _run_pairs),
+    "tasks": Command("list the evaluation tasks and training sets", _add_domain, _run_tasks),
+    "check-data": Command(
+        "check local task files: items, gold answers, extraction",
+        _add_check_data_arguments,
+        _run_check_data,
+    ),
 }
 
 

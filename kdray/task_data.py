@@ -421,3 +421,35 @@ def check_task_folder(data_dir: str | Path) -> list[dict[str, Any]]:
     return [
         _check_one(spec, root) for spec in (*EVAL_TASKS.values(), *INSTRUCTION_EVAL_TASKS.values())
     ]
+
+
+REPORT_HEADER = (
+    "task",
+    "domain",
+    "answer kind",
+    "items",
+    "gold parsed",
+    "gold labels",
+    "rationale agrees with gold",
+)
+
+
+def _row(report: dict[str, Any]) -> list[str]:
+    cells = [report["display"], report["domain"], report["answer_kind"]]
+    if report["status"] == "missing":
+        return cells + ["missing", "", "", ""]
+    items, parsed, agrees = report["items"], report["gold_parsed"], report["rationale_agrees"]
+    if agrees is None or not parsed:
+        rationale = "n/a"
+    else:
+        rationale = f"{100 * agrees / parsed:.1f}% ({agrees})"
+    labels = "n/a" if report["gold_labels"] is None else str(report["gold_labels"])
+    return cells + [str(items), str(parsed), labels, rationale]
+
+
+def task_report_markdown(reports: list[dict[str, Any]]) -> str:
+    """check_task_folder's reports as a Markdown table, with the notes below it."""
+    rows = [list(REPORT_HEADER), ["---"] * len(REPORT_HEADER), *(_row(r) for r in reports)]
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    notes = [f"- {r['display']}: {r['note']}" for r in reports if r["note"]]
+    return "\n".join(lines + ([""] + notes if notes else []))

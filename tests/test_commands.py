@@ -84,3 +84,13 @@ def test_command_does_not_import_heavy_libraries():
 def test_installed_console_script_runs():
     result = subprocess.run(["kdray", "models"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_tasks_lists_the_14_reasoning_tasks_and_5_instruction_sets(capsys):
+    from kdray.commands import main
+
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "19 evaluation tasks" in out and "| gsm8k" in out and "Math10K" in out
+    assert main(["tasks", "--domain", "commonsense"]) == 0
+    assert "8 evaluation tasks" in capsys.readouterr().out

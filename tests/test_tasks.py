@@ -1,7 +1,6 @@
 """The task registry, the loaders (local folders and a faked hub) and the folder check, on
 small LLM-Adapters / MiniLLM files the tests write themselves."""
 
-import importlib.util
 import json
 import sys
 import types
@@ -374,20 +373,13 @@ def test_check_task_folder(tmp_path):
     assert reports["dolly"]["status"] == "missing"
 
 
-def load_script():
-    path = REPO / "benchmarks" / "check_task_files.py"
-    spec = importlib.util.spec_from_file_location("check_task_files", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def test_check_data_command(tmp_path, capsys):
+    from kdray.commands import main
 
-
-def test_check_task_files_command(tmp_path, capsys):
-    script = load_script()
-    assert script.main([str(tmp_path / "nope")]) == 2
+    assert main(["check-data", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "does not exist" in err
-    assert script.main([str(make_folder(tmp_path))]) == 1  # piqa and AQuA have problems
+    assert err.count("\n") == 1 and "is not a folder" in err
+    assert main(["check-data", str(make_folder(tmp_path))]) == 1  # piqa and AQuA have problems
     table = capsys.readouterr().out
     assert "| GSM8K | math | number | 3 | 3 | 3 | 33.3% (1) |" in table
     assert "| HellaSwag | commonsense | ending | missing |" in table
