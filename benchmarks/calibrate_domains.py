@@ -128,7 +128,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--train-examples", type=int, default=None, help="default: all")
     parser.add_argument("--eval-items", type=int, default=200)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="default: 80 commonsense, else 48"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
@@ -138,6 +140,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config_class, module = DOMAINS[args.domain]
     config = config_class(seed=args.seed)
+    if args.domain == "math":  # the tiny preset's world (kdray.presets.TINY_WORLDS)
+        config = config_class(
+            seed=args.seed, max_start=12, max_operand=4, max_factor=1, max_value=16,
+            distractor_prob=0.3,
+        )
     started = time.perf_counter()
     splits = module.generate_splits(config)
     # As the world build does: the tokenizer learns the whole training split's text.
@@ -157,7 +164,9 @@ def main() -> None:
     train(model, tokenizer, train_records, args.steps, args.lr, args.batch_size, args.seed)
     trained = time.perf_counter()
     test = splits["test"][: args.eval_items]
-    responses = generate(model, tokenizer, test, args.max_new_tokens)
+    # Commonsense rationales check every option: up to ~65 tokens.
+    max_new_tokens = args.max_new_tokens or (80 if args.domain == "commonsense" else 48)
+    responses = generate(model, tokenizer, test, max_new_tokens)
     finished = time.perf_counter()
 
     scores: dict[str, list[float]] = defaultdict(list)

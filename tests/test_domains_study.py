@@ -56,12 +56,13 @@ def test_instruction_following_scored_with_rouge_l_under_sampling(tmp_path, tmp_
     cache = tmp_path_factory.mktemp("cache-instruction")
     result = run_study_script(
         "--smoke", "--domain", "instruction", "--students", "tiny-qwen2-xs", "--methods", "kd",
-        "--decoding", "sampling", "--experiment", "kdray-instruction",
+        "--decoding", "sampling", "--teacher-kind", "task-unaware",
+        "--experiment", "kdray-instruction",
         "--cache-dir", str(cache),
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "test ROUGE-L" in result.stdout
+    assert "task-unaware teacher tiny-qwen2-m: test ROUGE-L" in result.stdout
     _, parent, trials = _runs(tmp_path, "kdray-instruction")
     metrics = parent.data.metrics
     assert "teacher_rouge_l" in metrics and "teacher_accuracy" not in metrics

@@ -2,12 +2,18 @@
 (instruction, input, output, answer) plus a `task` field: six sub-tasks, each with the answer
 format of one real benchmark (BoolQ, PIQA, SIQA, ARC, WinoGrande, HellaSwag).
 
-The "common sense" is a small seeded fact table of animals (colour, food, home, size rank and
-one friend each: about 60 facts). It is never written in a prompt, so a model must learn it
+The "common sense" is a small seeded fact table of animals (a colour, a food, a home and a
+friend each: 48 facts by default). It is never written in a prompt, so a model must learn it
 from the training answers, and most questions combine facts: a fact of a friend (two hops), an
-animal picked out by two of its facts (three hops), a fact checked for every animal of a
-group, or comparisons of sizes. Each output is a short rationale that states the facts used
-and ends "So the correct answer is answer3", whose last word is the gold `answer`."""
+animal picked out by two of its facts (three hops), a fact checked for each animal of a group
+or each option.
+
+Each output is a short rationale, one line per fact or option, ending "So the correct answer is
+answer3", whose last word is the gold `answer`. Options are checked one by one ("Answer2: the
+cave - yes"), so the final choice only has to find the "yes" line: matching the facts to an
+option's label in one step was out of reach of the tiny models (chance after 1,500 steps). No
+content word touches punctuation, which the BPE tokenizer would merge into new tokens
+("▁cave." vs "▁cave") and so hide that two mentions are the same word."""
 
 from __future__ import annotations
 
@@ -32,10 +38,10 @@ VALUES = {
 ATTRIBUTES = tuple(VALUES)
 SCENES = ("In the morning", "At night", "After the rain", "On a sunny day")
 """Irrelevant openings: WinoGrande-like sentences vary without changing the answer."""
-_DESCRIBE = {  # HellaSwag-like contexts: an animal picked out by two facts
-    ("colour", "home"): "a {} animal from the {}",
-    ("colour", "food"): "a {} animal that eats {}",
-    ("food", "home"): "an animal that eats {} from the {}",
+_DESCRIBE = {  # HellaSwag-like contexts: an animal picked out by two of its facts
+    ("colour", "home"): "A {} animal from the {} wakes up",
+    ("colour", "food"): "A {} animal that eats {} wakes up",
+    ("food", "home"): "An animal that eats {} in the {} wakes up",
 }
 
 TASKS = ("boolq-like", "piqa-like", "siqa-like", "arc-like", "winogrande-like", "hellaswag-like")
@@ -57,9 +63,9 @@ class CommonsenseWorldConfig:
     seed: int = 0
     """Seeds the fact table and the questions."""
     entities: int = 12
-    """Animals in the fact table (each has 5 facts; at most 16)."""
+    """Animals in the fact table (4 facts each; at most 16; the default split sizes need 10)."""
     max_group: int = 3
-    """Most animals a BoolQ-like "does one of ..." question names."""
+    """Most animals a BoolQ-like "does the fox or the owl ..." question names."""
     train_size: int = 16000
     """Training questions: the teacher's pool; students use the first TrainConfig.train_examples."""
     validation_size: int = 200
@@ -74,7 +80,7 @@ class CommonsenseWorldConfig:
             len(VALUES["colour"]) <= self.entities <= len(ANIMALS),
             f"entities must be in [{len(VALUES['colour'])}, {len(ANIMALS)}]",
         )
-        _check(2 <= self.max_group <= 4, "max_group must be in [2, 4]")
+        _check(2 <= self.max_group <= 3, "max_group must be 2 or 3")
         _check(
             min(self.train_size, self.validation_size, self.test_size) >= 1,
             "every split needs at least one question",
@@ -88,8 +94,6 @@ class FactTable:
     animals: tuple[str, ...]
     facts: dict[str, dict[str, str]]
     """attribute (colour, food, home, friend) -> animal -> value."""
-    size: dict[str, int]
-    """animal -> size rank (1 = smallest); all different."""
 
     def value(self, attribute: str, animal: str) -> str:
         return self.facts[attribute][animal]
@@ -125,25 +129,32 @@ def _fact_table(rng: random.Random, entities: int) -> FactTable:
         if all(a != f for a, f in zip(animals, friends, strict=True)):
             break
     facts["friend"] = dict(zip(animals, friends, strict=True))
-    ranks = rng.sample(range(1, entities + 1), entities)
-    return FactTable(animals, facts, dict(zip(animals, ranks, strict=True)))
+    return FactTable(animals, facts)
 
 
-# Phrases: "The fox is red." / "does it eat nuts?" / "plays with its friend the owl."
 _STATES = {"colour": "is {}", "food": "eats {}", "home": "lives in the {}"}
-_ASKS = {"colour": "is {}", "food": "eat {}", "home": "live in the {}"}
+_ASKS = {"colour": "is {1} {0}", "food": "does {1} eat {0}", "home": "does {1} live in the {0}"}
 
 
-def _fact(table: FactTable, attribute: str, animal: str) -> str:
+def _fact(table: FactTable, attribute: str, animal: str, start: str = "The") -> str:
+    """'The fox lives in the cave', "The fox's friend is the owl"."""
     if attribute == "friend":
-        return f"The {animal}'s friend is the {table.value('friend', animal)}."
-    return f"The {animal} {_STATES[attribute].format(table.value(attribute, animal))}."
+        return f"{start} {animal}'s friend is the {table.value('friend', animal)}"
+    return f"{start} {animal} {_STATES[attribute].format(table.value(attribute, animal))}"
 
 
-def _names(animals: Sequence[str]) -> str:
-    """'the fox', 'the fox and the owl', 'the fox, the owl and the bear'."""
-    named = [f"the {a}" for a in animals]
-    return named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+def _check_mark(ok: bool) -> str:
+    return " - yes" if ok else " - no"
+
+
+def _record(task: str, instruction: str, lines: Sequence[str], answer: str) -> Record:
+    return {
+        "instruction": instruction,
+        "input": "",
+        "output": "\n".join([*lines, f"So the correct answer is {answer}"]),
+        "answer": answer,
+        "task": task,
+    }
 
 
 def _choice(
@@ -151,71 +162,77 @@ def _choice(
     turn: int,
     task: str,
     question: str,
-    correct: str,
-    wrong: Sequence[str],
-    rationale: str,
+    options: Sequence[tuple[str, str]],
     label: str = "Answer",
+    lines: Sequence[str] = (),
 ) -> Record:
-    """A multiple-choice record: the correct option at position `turn` (cycling), the wrong
-    ones shuffled around it."""
+    """A multiple-choice record from (option text, checked statement) pairs, the correct one
+    first: it goes to position `turn` (cycling), the wrong ones are shuffled around it. After
+    `lines`, the output checks every option in order."""
     tokens = ANSWER_TOKENS[task]
-    options = list(wrong)
-    rng.shuffle(options)
+    wrong = list(options[1:])
+    rng.shuffle(wrong)
     position = turn % len(tokens)
-    options.insert(position, correct)
-    listed = " ".join(f"{label}{i}: {o}" for i, o in enumerate(options, 1))
-    return _record(
-        task, f"{question} {listed} Answer format: {'/'.join(tokens)}", rationale, tokens[position]
-    )
-
-
-def _record(task: str, instruction: str, rationale: str, answer: str) -> Record:
-    return {
-        "instruction": instruction,
-        "input": "",
-        "output": f"{rationale} So the correct answer is {answer}",
-        "answer": answer,
-        "task": task,
-    }
+    ordered = [*wrong[:position], options[0], *wrong[position:]]
+    listed = " ".join(f"{label}{i}: {text}" for i, (text, _) in enumerate(ordered, 1))
+    checks = [
+        f"{label}{i}: {statement}{_check_mark(i == position + 1)}"
+        for i, (_, statement) in enumerate(ordered, 1)
+    ]
+    instruction = f"{question} {listed} Answer format: {'/'.join(tokens)}"
+    return _record(task, instruction, [*lines, *checks], tokens[position])
 
 
 def _other_values(rng: random.Random, attribute: str, exclude: Sequence[str], k: int) -> list:
     return rng.sample([v for v in VALUES[attribute] if v not in exclude], k)
 
 
+def _distinct_group(
+    rng: random.Random, table: FactTable, attribute: str, size: int, exclude: Sequence[str] = ()
+) -> list[str]:
+    """`size` animals whose `attribute` values differ from each other and from `exclude`, so
+    every value in a rationale is a different word."""
+    while True:
+        group = rng.sample(table.animals, size)
+        values = [table.value(attribute, a) for a in group]
+        if len(set(values)) == size and not set(values) & set(exclude):
+            return group
+
+
 def _boolq(
     rng: random.Random, table: FactTable, config: CommonsenseWorldConfig, turn: int
 ) -> Record:
-    """True/false: a size comparison, or whether one animal of a group has a fact."""
+    """True/false: does one animal of a group, or an animal's friend, have a fact?"""
     truth = turn % 2 == 0
-    prefix = "Please answer the following question with true or false, question:"
-    if rng.random() < 0.25:
-        a, b = rng.sample(table.animals, 2)
-        if (table.size[a] > table.size[b]) != truth:
-            a, b = b, a
-        big, small = sorted((a, b), key=table.size.__getitem__, reverse=True)
-        question, rationale = (
-            f"is the {a} bigger than the {b}?",
-            f"The {big} is bigger than the {small}.",
-        )
+    attribute = rng.choice(ATTRIBUTES)
+    if rng.random() < 0.2:  # two hops: the friend's fact
+        animal = rng.choice(table.animals)
+        friend = table.value("friend", animal)
+        held = table.value(attribute, friend)
+        value = held if truth else _other_values(rng, attribute, [held], 1)[0]
+        question = _ASKS[attribute].format(value, f"the {animal}'s friend")
+        lines = [
+            _fact(table, "friend", animal),
+            _fact(table, attribute, friend) + _check_mark(truth),
+        ]
     else:
-        attribute = rng.choice(ATTRIBUTES)
-        group = rng.sample(table.animals, rng.randint(2, config.max_group))
+        group = _distinct_group(rng, table, attribute, rng.randint(2, config.max_group))
         held = [table.value(attribute, a) for a in group]
         value = rng.choice(held) if truth else _other_values(rng, attribute, held, 1)[0]
-        verb = "is" if attribute == "colour" else "does"
-        question = f"{verb} one of {_names(group)} {_ASKS[attribute].format(value)}?"
-        rationale = " ".join(_fact(table, attribute, a) for a in group)
-    answer = "true" if truth else "false"
-    return _record(
-        "boolq-like", f"{prefix} {question} Answer format: true/false", rationale, answer
-    )
+        question = _ASKS[attribute].format(value, " or ".join(f"the {a}" for a in group))
+        lines = [
+            _fact(table, attribute, a) + _check_mark(v == value)
+            for a, v in zip(group, held, strict=True)
+        ]
+    prefix = "Please answer the following question with true or false, question:"
+    instruction = f"{prefix} {question} ? Answer format: true/false"
+    return _record("boolq-like", instruction, lines, "true" if truth else "false")
 
 
 _GOALS = {
-    "food": ("how do you feed the {} and the {}?", "bring {} and {}."),
-    "home": ("how do you visit the {} and then the {}?", "go to the {}, then to the {}."),
-    "colour": ("how do you spot the {} and the {}?", "look for a {} one and a {} one."),
+    "food": ("how do you feed the {} and the {} ?", "bring {} and {}"),
+    "home": ("how do you visit the {} and then the {} ?", "go to the {} then to the {}"),
+    "colour": ("how do you spot the {} and the {} ?", "look for a {} one and a {} one"),
 }
 
 
@@ -224,33 +241,21 @@ def _piqa(
 ) -> Record:
     """A goal about two animals; the wrong solution gets one of their two facts wrong."""
     attribute = rng.choice(ATTRIBUTES)
-    while True:
-        a, b = rng.sample(table.animals, 2)
-        right = [table.value(attribute, a), table.value(attribute, b)]
-        if right[0] != right[1]:
-            break
+    a, b = _distinct_group(rng, table, attribute, 2)
+    right = [table.value(attribute, a), table.value(attribute, b)]
     wrong = list(right)
-    slot = rng.randrange(2)
-    wrong[slot] = _other_values(rng, attribute, right, 1)[0]
+    wrong[rng.randrange(2)] = _other_values(rng, attribute, right, 1)[0]
     goal, solution = _GOALS[attribute]
     question = f"Please choose the correct solution to the question: {goal.format(a, b)}"
-    rationale = f"{_fact(table, attribute, a)} {_fact(table, attribute, b)}"
-    return _choice(
-        rng,
-        turn,
-        "piqa-like",
-        question,
-        solution.format(*right),
-        [solution.format(*wrong)],
-        rationale,
-        "Solution",
-    )
+    options = [(solution.format(*right),) * 2, (solution.format(*wrong),) * 2]
+    lines = [_fact(table, attribute, a), _fact(table, attribute, b)]
+    return _choice(rng, turn, "piqa-like", question, options, "Solution", lines)
 
 
 _SOCIAL = {
-    "food": "The {} wants to bring food to the {}'s friend. What should it bring?",
-    "home": "The {} wants to visit the {}'s friend. Where should it go?",
-    "colour": "The {} is looking for the {}'s friend. What colour should it look for?",
+    "food": "The {} wants to bring food to the {}'s friend. What should it bring ?",
+    "home": "The {} wants to visit the {}'s friend. Where should it go ?",
+    "colour": "The {} is looking for the {}'s friend. What colour should it look for ?",
 }
 
 
@@ -264,93 +269,56 @@ def _siqa(
     a = rng.choice([x for x in table.animals if x not in (b, friend)])
     correct = table.value(attribute, friend)
     shown = (lambda v: f"the {v}") if attribute == "home" else (lambda v: v)
-    wrong = [shown(v) for v in _other_values(rng, attribute, [correct], 2)]
+    values = [correct, *_other_values(rng, attribute, [correct], 2)]
     question = (
         f"Please choose the correct answer to the question: {_SOCIAL[attribute].format(a, b)}"
     )
-    rationale = f"{_fact(table, 'friend', b)} {_fact(table, attribute, friend)}"
-    return _choice(rng, turn, "siqa-like", question, shown(correct), wrong, rationale)
+    lines = [_fact(table, "friend", b), _fact(table, attribute, friend)]
+    options = [(shown(v), shown(v)) for v in values]
+    return _choice(rng, turn, "siqa-like", question, options, lines=lines)
 
 
 def _arc(rng: random.Random, table: FactTable, config: CommonsenseWorldConfig, turn: int) -> Record:
-    """Four animals: the biggest or smallest of them, or the one with a given fact."""
-    prefix = "Please choose the correct answer to the question:"
-    if rng.random() < 0.5:
-        group = rng.sample(table.animals, 4)
-        extreme = rng.choice(("biggest", "smallest"))
-        pick = max if extreme == "biggest" else min
-        correct = pick(group, key=table.size.__getitem__)
-        question = f"{prefix} which animal is the {extreme}?"
-        rationale = f"The {correct} is the {extreme} of them."
-    else:
-        attribute = rng.choice(ATTRIBUTES)
-        correct = rng.choice(table.animals)
-        value = table.value(attribute, correct)
-        others = [x for x in table.animals if table.value(attribute, x) != value]
-        group = [correct, *rng.sample(others, 3)]
-        question = f"{prefix} which of these animals {_STATES[attribute].format(value)}?"
-        rationale = _fact(table, attribute, correct)
-    wrong = [x for x in group if x != correct]
-    return _choice(rng, turn, "arc-like", question, correct, wrong, rationale)
+    """Four animals: which one has a given fact?"""
+    attribute = rng.choice(ATTRIBUTES)
+    group = _distinct_group(rng, table, attribute, 4)
+    value = table.value(attribute, group[0])
+    question = (
+        "Please choose the correct answer to the question: "
+        f"which of these animals {_STATES[attribute].format(value)} ?"
+    )
+    options = [(f"the {a}", _fact(table, attribute, a, "the")) for a in group]
+    return _choice(rng, turn, "arc-like", question, options)
 
 
 _BLANKS = {
-    "food": "{} the {} and the {} find some {}, but only _ eats them.",
-    "home": "{} the {} and the {} walk home, but only _ lives in the {}.",
-    "colour": "{} the {} and the {} hide in the leaves, but only _ is {}.",
+    "food": "{} the {} and the {} find some {} and only _ eats them.",
+    "home": "{} the {} and the {} walk to the {} where only _ lives.",
+    "colour": "{} the {} and the {} find a {} feather and only _ has that colour.",
 }
 
 
 def _winogrande(
     rng: random.Random, table: FactTable, config: CommonsenseWorldConfig, turn: int
 ) -> Record:
-    """A sentence with a blank and two animals: resolved by a fact or by a size comparison."""
-    scene = rng.choice(SCENES)
-    kind = rng.choice((*ATTRIBUTES, "size", "hide"))
-    if kind in ATTRIBUTES:
-        while True:
-            a, b = rng.sample(table.animals, 2)
-            if table.value(kind, a) != table.value(kind, b):
-                break
-        correct = rng.choice((a, b))
-        sentence = _BLANKS[kind].format(scene, a, b, table.value(kind, correct))
-        rationale = _fact(table, kind, correct)
-    else:
-        a, b = rng.sample(table.animals, 2)
-        big, small = sorted((a, b), key=table.size.__getitem__, reverse=True)
-        rationale = f"The {big} is bigger than the {small}."
-        if kind == "size":
-            extreme = rng.choice(("bigger", "smaller"))
-            correct = big if extreme == "bigger" else small
-            sentence = f"{scene} the {a} and the {b} meet, and _ is the {extreme} one."
-        else:  # the twin-sentence trigger word decides, given the fact that big > small
-            trigger = rng.choice(("big", "small"))
-            correct = big if trigger == "big" else small
-            sentence = (
-                f"{scene} the {big} cannot hide behind the {small} because _ is too {trigger}."
-            )
-    other = b if correct == a else a
+    """A sentence with a blank and two animals, resolved by a fact of one of them."""
+    attribute = rng.choice(ATTRIBUTES)
+    a, b = _distinct_group(rng, table, attribute, 2)
+    correct, other = (a, b) if rng.random() < 0.5 else (b, a)
+    sentence = _BLANKS[attribute].format(rng.choice(SCENES), a, b, table.value(attribute, correct))
     question = (
         "Please choose the correct answer to fill in the blank to complete the given sentence: "
         + sentence
     )
-    return _choice(
-        rng,
-        turn,
-        "winogrande-like",
-        question,
-        f"the {correct}",
-        [f"the {other}"],
-        rationale,
-        "Option",
-    )
+    options = [(f"the {x}", _fact(table, attribute, x, "the")) for x in (correct, other)]
+    return _choice(rng, turn, "winogrande-like", question, options, "Option")
 
 
 _ENDINGS = {
-    "food": "eats some {}.",
-    "home": "goes back to the {}.",
-    "colour": "shakes its {} fur.",
-    "friend": "plays with its friend the {}.",
+    "food": "eats some {}",
+    "home": "goes back to the {}",
+    "colour": "shakes its {} fur",
+    "friend": "plays with the {}",
 }
 
 
@@ -359,7 +327,7 @@ def _hellaswag(
 ) -> Record:
     """Context: an animal described by two facts; the right ending is another fact of it."""
     animal, pair = rng.choice(table.identifiable)
-    description = _DESCRIBE[pair].format(*(table.value(p, animal) for p in pair))
+    context = _DESCRIBE[pair].format(*(table.value(p, animal) for p in pair))
     (remaining,) = set(ATTRIBUTES) - set(pair)
     ending = rng.choice((remaining, "friend"))
     correct = table.value(ending, animal)
@@ -367,25 +335,14 @@ def _hellaswag(
         wrong = rng.sample([x for x in table.animals if x not in (animal, correct)], 3)
     else:
         wrong = _other_values(rng, ending, [correct], 3)
-    context = f"{description[0].upper()}{description[1:]} wakes up. It"
-    question = f"Please choose the correct ending to complete the given sentence: {context}"
-    rationale = f"The animal is the {animal}. {_fact(table, ending, animal)}"
-    endings = [_ENDINGS[ending].format(v) for v in wrong]
-    return _choice(
-        rng,
-        turn,
-        "hellaswag-like",
-        question,
-        _ENDINGS[ending].format(correct),
-        endings,
-        rationale,
-        "Ending",
-    )
+    question = f"Please choose the correct ending to complete the given sentence: {context}. It"
+    lines = [f"The animal is the {animal}", _fact(table, ending, animal)]
+    options = [(_ENDINGS[ending].format(v),) * 2 for v in [correct, *wrong]]
+    return _choice(rng, turn, "hellaswag-like", question, options, "Ending", lines)
 
 
-_GENERATORS: dict[
-    str, Callable[[random.Random, FactTable, CommonsenseWorldConfig, int], Record]
-] = {
+_Generator = Callable[[random.Random, FactTable, CommonsenseWorldConfig, int], Record]
+_GENERATORS: dict[str, _Generator] = {
     "boolq-like": _boolq,
     "piqa-like": _piqa,
     "siqa-like": _siqa,
@@ -417,6 +374,6 @@ _ANSWER_PATTERNS = {
 
 def extract_choice(task: str, response: str) -> str | None:
     """The first of the sub-task's answer tokens in a response (LLM-Adapters reads the first
-    match), or None."""
+    match; the rationale's "Answer2:" labels are capitalised and do not count), or None."""
     match = _ANSWER_PATTERNS[task].search(response)
     return match.group(1) if match else None
