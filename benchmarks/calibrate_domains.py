@@ -128,9 +128,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--train-examples", type=int, default=None, help="default: all")
     parser.add_argument("--eval-items", type=int, default=200)
-    parser.add_argument(
-        "--max-new-tokens", type=int, default=None, help="default: 80 commonsense, else 48"
-    )
+    parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
@@ -164,9 +162,7 @@ def main() -> None:
     train(model, tokenizer, train_records, args.steps, args.lr, args.batch_size, args.seed)
     trained = time.perf_counter()
     test = splits["test"][: args.eval_items]
-    # Commonsense rationales check every option: up to ~65 tokens.
-    max_new_tokens = args.max_new_tokens or (80 if args.domain == "commonsense" else 48)
-    responses = generate(model, tokenizer, test, max_new_tokens)
+    responses = generate(model, tokenizer, test, args.max_new_tokens)
     finished = time.perf_counter()
 
     scores: dict[str, list[float]] = defaultdict(list)

@@ -78,37 +78,68 @@ def test_commonsense_outputs_end_with_an_allowed_answer(splits):
             assert record["input"] == ""
 
 
-_STATED = re.compile(r"The (\w+) (is|eats|lives in the) (\w+)\.")
-_ATTRIBUTE = {"is": "colour", "eats": "food", "lives in the": "home"}
-_OPTION = re.compile(r"(?:Solution|Answer|Option|Ending)(\d): (.*?)(?= \w+\d: | Answer format:)")
+_LINE = re.compile(
+    r"The (?:friend of the (?P<of>\w+) is the (?P<friend>\w+)"
+    r"|(?P<animal>\w+) (?P<verb>can|cannot|eats|lives in the|is) (?P<value>\w+))"
+)
+_TARGET = r"(?:friend of the )?\w+"
 
 
-def test_commonsense_rationales_state_true_facts_that_pick_the_gold_option(splits):
+def _resolve(table: cs.FactTable, named: str) -> str:
+    """'fox' -> fox; 'friend of the fox' -> the fox's friend."""
+    if named.startswith("friend of the "):
+        return table.value("friend", named.removeprefix("friend of the "))
+    return named
+
+
+def _gold(table: cs.FactTable, task: str, question: str) -> str:
+    """The answer recomputed from the question and the fact table, apart from the generator."""
+    can = {a: {s: table.value(s, a) == "yes" for s in cs.SKILLS} for a in table.animals}
+    if task == "boolq-like":
+        both, a, join, b, skill = re.search(
+            r"can (both )?the (\w+) (or|and) the (\w+) (\w+) \?", question
+        ).groups()
+        holds = [can[a][skill], can[b][skill]]
+        return str(all(holds) if both else any(holds)).lower()
+    if task == "piqa-like":
+        target = re.search(rf"feed the ({_TARGET}) (?:while|when|before)", question).group(1)
+        return f"solution{cs.FOODS.index(table.value('food', _resolve(table, target))) + 1}"
+    if task == "siqa-like":
+        target = re.search(rf"go to \w+ the ({_TARGET}) \?", question).group(1)
+        return f"answer{cs.HOMES.index(table.value('home', _resolve(table, target))) + 1}"
+    if task == "arc-like":
+        target = re.search(rf"what colour is the ({_TARGET}) that", question).group(1)
+        return f"answer{cs.COLOURS.index(table.value('colour', _resolve(table, target))) + 1}"
+    if task == "winogrande-like":
+        a, b, skill = re.search(
+            rf"the ({_TARGET}) and the ({_TARGET}) \w+ but only _ can (\w+)", question
+        ).groups()
+        assert can[_resolve(table, a)][skill] != can[_resolve(table, b)][skill]
+        return "option1" if can[_resolve(table, a)][skill] else "option2"
+    target = re.search(rf"the ({_TARGET}) (?:goes|wakes|walks)", question).group(1)
+    animal = _resolve(table, target)
+    combo = (can[animal]["swim"], can[animal]["climb"])
+    return f"ending{[(True, True), (True, False), (False, True), (False, False)].index(combo) + 1}"
+
+
+def test_commonsense_gold_answers_and_rationales_follow_the_fact_table(splits):
     table = cs.fact_table(COMMONSENSE)
-    for record in splits["commonsense"]["test"]:
-        rationale = record["output"].split(" So the correct answer")[0]
-        for animal, verb, value in _STATED.findall(rationale):
-            if value not in ("bigger", "biggest", "smallest"):
-                assert table.value(_ATTRIBUTE[verb], animal) == value, record
-        for a, b in re.findall(r"The (\w+) is bigger than the (\w+)\.", rationale):
-            assert table.size[a] > table.size[b]
-        for a, b in re.findall(r"The (\w+)'s friend is the (\w+)\.", rationale):
-            assert table.value("friend", a) == b
-        if record["task"] == "boolq-like" and " one of " in record["instruction"]:
-            # "does one of the fox and the owl eat nuts?": recomputed from the table
-            question = record["instruction"].split("question: ")[1].split("?")[0]
-            group = [w for w in re.findall(r"the (\w+)", question) if w in table.animals]
-            held = {table.value(attribute, a) for a in group for attribute in cs.ATTRIBUTES}
-            assert (question.split()[-1] in held) == (record["answer"] == "true"), record
-        elif record["task"] != "boolq-like":
-            options = dict(_OPTION.findall(record["instruction"]))
-            assert len(options) == len(cs.ANSWER_TOKENS[record["task"]])
-            words = {i: re.findall(r"\w+", o) for i, o in options.items()}
-            # The gold option's own words (not in every option) are named in the rationale.
-            own = [
-                w for w in words[record["answer"][-1]] if not all(w in o for o in words.values())
-            ]
-            assert own and all(w in re.findall(r"\w+", rationale) for w in own), record
+    verbs = {"eats": "food", "lives in the": "home", "is": "colour"}
+    for records in splits["commonsense"].values():
+        for record in records:
+            assert _gold(table, record["task"], record["instruction"]) == record["answer"]
+            *lines, last = record["output"].split("\n")
+            assert last == f"So the correct answer is {record['answer']}"
+            for line in lines:
+                fact = _LINE.fullmatch(line)
+                assert fact, line
+                if fact["of"]:
+                    assert table.value("friend", fact["of"]) == fact["friend"], line
+                elif fact["verb"] in ("can", "cannot"):
+                    held = table.value(fact["value"], fact["animal"])
+                    assert held == ("yes" if fact["verb"] == "can" else "no"), line
+                else:
+                    assert table.value(verbs[fact["verb"]], fact["animal"]) == fact["value"]
 
 
 def _recomputed(task: str, words: list[str]) -> list[str]:
@@ -188,7 +219,7 @@ def test_too_small_a_space_and_bad_configs_are_refused():
     with pytest.raises(ConfigError):
         cs.CommonsenseWorldConfig(entities=40)
     with pytest.raises(ConfigError):
-        cs.CommonsenseWorldConfig(max_group=1)
+        cs.CommonsenseWorldConfig(max_hops=3)
     with pytest.raises(ConfigError):
         si.InstructionWorldConfig(min_words=5, max_words=3)
     with pytest.raises(ConfigError):

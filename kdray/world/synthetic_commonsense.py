@@ -2,18 +2,22 @@
 (instruction, input, output, answer) plus a `task` field: six sub-tasks, each with the answer
 format of one real benchmark (BoolQ, PIQA, SIQA, ARC, WinoGrande, HellaSwag).
 
-The "common sense" is a small seeded fact table of animals (a colour, a food, a home and a
-friend each: 48 facts by default). It is never written in a prompt, so a model must learn it
-from the training answers, and most questions combine facts: a fact of a friend (two hops), an
-animal picked out by two of its facts (three hops), a fact checked for each animal of a group
-or each option.
+The "common sense" is a small seeded fact table of animals: a colour, a food, a home, whether it
+can swim, whether it can climb, and a friend (72 facts by default). It is never written in a
+prompt, so a model must learn it from the training answers. Questions combine facts: a fact of
+an animal's friend (two hops), both skills of one animal, a skill of two animals joined with
+"or"/"both" or telling them apart. Each output is a short rationale, one fact per line, then "So the
+correct answer is answer3", whose last word is the gold `answer`.
 
-Each output is a short rationale, one line per fact or option, ending "So the correct answer is
-answer3", whose last word is the gold `answer`. Options are checked one by one ("Answer2: the
-cave - yes"), so the final choice only has to find the "yes" line: matching the facts to an
-option's label in one step was out of reach of the tiny models (chance after 1,500 steps). No
-content word touches punctuation, which the BPE tokenizer would merge into new tokens
-("▁cave." vs "▁cave") and so hide that two mentions are the same word."""
+What the tiny models can learn shaped the format (benchmarks/calibrate_domains.py):
+- Options are listed in a fixed order per question (WinoGrande's: as the sentence names them),
+  so the label follows from the facts. With shuffled options, matching the answer to its label
+  in context stayed at chance for the 432k-parameter model after 1,500 steps, even alone.
+- The animals a rationale needs come right after fixed words of the question ("visit the fox",
+  "can the fox or the owl"), as the math problems' numbers do; other animals in the prompt are
+  distractors.
+- No content word touches punctuation, which the BPE tokenizer would merge into another token
+  ("▁cave." vs "▁cave"). Irrelevant openings ("At night") make the texts distinct."""
 
 from __future__ import annotations
 
@@ -21,7 +25,6 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 
 from kdray.config import _check
 from kdray.world.splits import Record, draw_splits
@@ -30,19 +33,15 @@ ANIMALS = (
     "fox", "owl", "bear", "frog", "deer", "wolf", "hare", "duck",
     "goat", "mole", "crow", "seal", "lynx", "swan", "toad", "boar",
 )  # fmt: skip
-VALUES = {
-    "colour": ("red", "blue", "green", "yellow", "black", "white"),
-    "food": ("berries", "fish", "seeds", "grass", "nuts", "worms"),
-    "home": ("forest", "river", "hill", "cave", "field", "lake"),
-}
-ATTRIBUTES = tuple(VALUES)
-SCENES = ("In the morning", "At night", "After the rain", "On a sunny day")
-"""Irrelevant openings: WinoGrande-like sentences vary without changing the answer."""
-_DESCRIBE = {  # HellaSwag-like contexts: an animal picked out by two of its facts
-    ("colour", "home"): "A {} animal from the {} wakes up",
-    ("colour", "food"): "A {} animal that eats {} wakes up",
-    ("food", "home"): "An animal that eats {} in the {} wakes up",
-}
+COLOURS = ("red", "blue", "green", "yellow")
+FOODS = ("seeds", "fish")
+HOMES = ("forest", "field", "cave")
+SKILLS = ("swim", "climb")
+SCENES = (
+    "In the morning", "At night", "After the rain", "On a sunny day", "In winter", "In spring",
+    "Today", "In the dark", "At noon", "In the snow", "After lunch", "On a windy day",
+)  # fmt: skip
+"""Irrelevant openings: they make texts distinct without changing the answer."""
 
 TASKS = ("boolq-like", "piqa-like", "siqa-like", "arc-like", "winogrande-like", "hellaswag-like")
 ANSWER_TOKENS: dict[str, tuple[str, ...]] = {
@@ -63,9 +62,9 @@ class CommonsenseWorldConfig:
     seed: int = 0
     """Seeds the fact table and the questions."""
     entities: int = 12
-    """Animals in the fact table (4 facts each; at most 16; the default split sizes need 10)."""
-    max_group: int = 3
-    """Most animals a BoolQ-like "does the fox or the owl ..." question names."""
+    """Animals in the fact table (6 facts each; 8 to 16)."""
+    max_hops: int = 2
+    """2: questions may be about an animal's friend (look up the friend, then its fact)."""
     train_size: int = 16000
     """Training questions: the teacher's pool; students use the first TrainConfig.train_examples."""
     validation_size: int = 200
@@ -76,11 +75,8 @@ class CommonsenseWorldConfig:
     """Target size of the BPE tokenizer trained on the task."""
 
     def __post_init__(self) -> None:
-        _check(
-            len(VALUES["colour"]) <= self.entities <= len(ANIMALS),
-            f"entities must be in [{len(VALUES['colour'])}, {len(ANIMALS)}]",
-        )
-        _check(2 <= self.max_group <= 3, "max_group must be 2 or 3")
+        _check(8 <= self.entities <= len(ANIMALS), f"entities must be in [8, {len(ANIMALS)}]")
+        _check(self.max_hops in (1, 2), "max_hops must be 1 or 2")
         _check(
             min(self.train_size, self.validation_size, self.test_size) >= 1,
             "every split needs at least one question",
@@ -93,22 +89,14 @@ class FactTable:
 
     animals: tuple[str, ...]
     facts: dict[str, dict[str, str]]
-    """attribute (colour, food, home, friend) -> animal -> value."""
+    """attribute (colour, food, home, swim, climb, friend) -> animal -> value ("yes"/"no" for
+    the skills)."""
 
     def value(self, attribute: str, animal: str) -> str:
         return self.facts[attribute][animal]
 
-    @cached_property
-    def identifiable(self) -> list[tuple[str, tuple[str, str]]]:
-        """(animal, two attributes) where those two facts pick out that animal alone."""
-        found = []
-        for animal in self.animals:
-            for pair in _DESCRIBE:
-                values = [self.value(p, animal) for p in pair]
-                matches = [x for x in self.animals if [self.value(p, x) for p in pair] == values]
-                if matches == [animal]:
-                    found.append((animal, pair))
-        return found
+    def with_value(self, attribute: str, value: str) -> list[str]:
+        return [a for a in self.animals if self.facts[attribute][a] == value]
 
 
 def fact_table(config: CommonsenseWorldConfig) -> FactTable:
@@ -116,14 +104,24 @@ def fact_table(config: CommonsenseWorldConfig) -> FactTable:
     return _fact_table(random.Random(config.seed), config.entities)
 
 
+def _balanced(rng: random.Random, values: Sequence, n: int) -> list:
+    """n values, each as often as the others (give or take one), in random order: no answer
+    is a safe guess."""
+    pool = [values[i % len(values)] for i in range(n)]
+    rng.shuffle(pool)
+    return pool
+
+
 def _fact_table(rng: random.Random, entities: int) -> FactTable:
     animals = tuple(rng.sample(ANIMALS, entities))
-    facts: dict[str, dict[str, str]] = {}
-    for attribute, values in VALUES.items():
-        # Every value is held by about as many animals, so no answer is a safe guess.
-        pool = [values[i % len(values)] for i in range(entities)]
-        rng.shuffle(pool)
-        facts[attribute] = dict(zip(animals, pool, strict=True))
+    facts = {
+        name: dict(zip(animals, _balanced(rng, values, entities), strict=True))
+        for name, values in (("colour", COLOURS), ("food", FOODS), ("home", HOMES))
+    }
+    # Both skills from one balanced pool, so each of the four combinations is as common.
+    skills = _balanced(rng, [(s, c) for s in ("yes", "no") for c in ("yes", "no")], entities)
+    facts["swim"] = {a: s for a, (s, _) in zip(animals, skills, strict=True)}
+    facts["climb"] = {a: c for a, (_, c) in zip(animals, skills, strict=True)}
     while True:  # a friend is another animal
         friends = rng.sample(animals, entities)
         if all(a != f for a, f in zip(animals, friends, strict=True)):
@@ -132,24 +130,45 @@ def _fact_table(rng: random.Random, entities: int) -> FactTable:
     return FactTable(animals, facts)
 
 
-_STATES = {"colour": "is {}", "food": "eats {}", "home": "lives in the {}"}
-_ASKS = {"colour": "is {1} {0}", "food": "does {1} eat {0}", "home": "does {1} live in the {0}"}
-
-
-def _fact(table: FactTable, attribute: str, animal: str, start: str = "The") -> str:
-    """'The fox lives in the cave', "The fox's friend is the owl"."""
+def _statement(table: FactTable, attribute: str, animal: str) -> str:
+    """One rationale line: 'The fox can swim', 'The fox lives in the cave'."""
+    value = table.value(attribute, animal)
+    if attribute in SKILLS:
+        return f"The {animal} {'can' if value == 'yes' else 'cannot'} {attribute}"
     if attribute == "friend":
-        return f"{start} {animal}'s friend is the {table.value('friend', animal)}"
-    return f"{start} {animal} {_STATES[attribute].format(table.value(attribute, animal))}"
+        return f"The friend of the {animal} is the {value}"
+    verb = {"colour": "is", "food": "eats", "home": "lives in the"}[attribute]
+    return f"The {animal} {verb} {value}"
 
 
-def _check_mark(ok: bool) -> str:
-    return " - yes" if ok else " - no"
+@dataclass(frozen=True)
+class _Target:
+    """An animal as a question names it: 'fox' or, two hops away, 'friend of the fox'."""
+
+    named: str
+    mentioned: str
+    """The animal the question names."""
+    animal: str
+    """The animal the question is about."""
+    lines: tuple[str, ...]
+    """Rationale lines that find it (the friend look-up)."""
 
 
-def _record(task: str, instruction: str, lines: Sequence[str], answer: str) -> Record:
+def _targets(table: FactTable, config: CommonsenseWorldConfig) -> list[_Target]:
+    found = [_Target(a, a, a, ()) for a in table.animals]
+    if config.max_hops >= 2:
+        for a in table.animals:
+            friend = table.value("friend", a)
+            lines = (_statement(table, "friend", a),)
+            found.append(_Target(f"friend of the {a}", a, friend, lines))
+    return found
+
+
+def _record(task: str, question: str, options: str, lines: Sequence[str], answer: str) -> Record:
+    tokens = ANSWER_TOKENS[task]
+    parts = [question, options, f"Answer format: {'/'.join(tokens)}"]
     return {
-        "instruction": instruction,
+        "instruction": " ".join(p for p in parts if p),
         "input": "",
         "output": "\n".join([*lines, f"So the correct answer is {answer}"]),
         "answer": answer,
@@ -157,212 +176,160 @@ def _record(task: str, instruction: str, lines: Sequence[str], answer: str) -> R
     }
 
 
-def _choice(
-    rng: random.Random,
-    turn: int,
-    task: str,
-    question: str,
-    options: Sequence[tuple[str, str]],
-    label: str = "Answer",
-    lines: Sequence[str] = (),
-) -> Record:
-    """A multiple-choice record from (option text, checked statement) pairs, the correct one
-    first: it goes to position `turn` (cycling), the wrong ones are shuffled around it. After
-    `lines`, the output checks every option in order."""
-    tokens = ANSWER_TOKENS[task]
-    wrong = list(options[1:])
-    rng.shuffle(wrong)
-    position = turn % len(tokens)
-    ordered = [*wrong[:position], options[0], *wrong[position:]]
-    listed = " ".join(f"{label}{i}: {text}" for i, (text, _) in enumerate(ordered, 1))
-    checks = [
-        f"{label}{i}: {statement}{_check_mark(i == position + 1)}"
-        for i, (_, statement) in enumerate(ordered, 1)
-    ]
-    instruction = f"{question} {listed} Answer format: {'/'.join(tokens)}"
-    return _record(task, instruction, [*lines, *checks], tokens[position])
+def _listed(label: str, options: Sequence[str]) -> str:
+    return " ".join(f"{label}{i}: {text}" for i, text in enumerate(options, 1))
 
 
-def _other_values(rng: random.Random, attribute: str, exclude: Sequence[str], k: int) -> list:
-    return rng.sample([v for v in VALUES[attribute] if v not in exclude], k)
+class _Draw:
+    """One sub-task's draw: the fact table, config, rng and this record's `turn` (its index
+    among the sub-task's records in the split, which picks the gold answer in rotation)."""
 
+    def __init__(self, rng: random.Random, table: FactTable, config: CommonsenseWorldConfig):
+        self.rng, self.table, self.config = rng, table, config
+        self.targets = _targets(table, config)
 
-def _distinct_group(
-    rng: random.Random, table: FactTable, attribute: str, size: int, exclude: Sequence[str] = ()
-) -> list[str]:
-    """`size` animals whose `attribute` values differ from each other and from `exclude`, so
-    every value in a rationale is a different word."""
-    while True:
-        group = rng.sample(table.animals, size)
-        values = [table.value(attribute, a) for a in group]
-        if len(set(values)) == size and not set(values) & set(exclude):
-            return group
+    def pick(self, candidates: Sequence, accept: Callable[..., bool]):
+        """A random candidate that `accept`s (candidates are tried in a random order)."""
+        order = list(candidates)
+        self.rng.shuffle(order)
+        for candidate in order:
+            if accept(candidate):
+                return candidate
+        raise ValueError("no candidate fits: use more entities")
 
+    def other(self, target: _Target) -> str:
+        """A distractor: an animal the question names besides the target."""
+        return self.pick(self.table.animals, lambda a: a not in (target.animal, target.mentioned))
 
-def _boolq(
-    rng: random.Random, table: FactTable, config: CommonsenseWorldConfig, turn: int
-) -> Record:
-    """True/false: does one animal of a group, or an animal's friend, have a fact?"""
-    truth = turn % 2 == 0
-    attribute = rng.choice(ATTRIBUTES)
-    if rng.random() < 0.2:  # two hops: the friend's fact
-        animal = rng.choice(table.animals)
-        friend = table.value("friend", animal)
-        held = table.value(attribute, friend)
-        value = held if truth else _other_values(rng, attribute, [held], 1)[0]
-        question = _ASKS[attribute].format(value, f"the {animal}'s friend")
+    def boolq(self, turn: int) -> Record:
+        """Can the fox or (both) the owl swim? Two skill facts joined by or/and."""
+        truth = turn % 2 == 0
+        skill, both = self.rng.choice(SKILLS), self.rng.random() < 0.5
+        join = all if both else any
+
+        def fits(pair: tuple[str, str]) -> bool:
+            return join(self.table.value(skill, a) == "yes" for a in pair) == truth
+
+        a, b = self.pick(_pairs(self.table.animals), fits)
+        names = f"both the {a} and the {b}" if both else f"the {a} or the {b}"
+        question = (
+            "Please answer the following question with true or false, question: "
+            f"{self.rng.choice(SCENES).lower()} can {names} {skill} ?"
+        )
+        lines = [_statement(self.table, skill, a), _statement(self.table, skill, b)]
+        return _record("boolq-like", question, "", lines, "true" if truth else "false")
+
+    def piqa(self, turn: int) -> Record:
+        """How to feed an animal (or its friend): which of the two foods?"""
+        food = FOODS[turn % len(FOODS)]
+        target = self.pick(self.targets, lambda t: self.table.value("food", t.animal) == food)
+        when = self.rng.choice(
+            ("while the {} sleeps", "when the {} is away", "before the {} comes")
+        )
+        question = (
+            "Please choose the correct solution to the question: "
+            f"{self.rng.choice(SCENES).lower()} how do you feed the {target.named} "
+            f"{when.format(self.other(target))} ?"
+        )
+        options = _listed("Solution", [f"bring some {f}" for f in FOODS])
+        lines = [*target.lines, _statement(self.table, "food", target.animal)]
+        return _record("piqa-like", question, options, lines, f"solution{FOODS.index(food) + 1}")
+
+    def siqa(self, turn: int) -> Record:
+        """Where does someone find an animal (or its friend)? Its home, of three."""
+        home = HOMES[turn % len(HOMES)]
+        target = self.pick(self.targets, lambda t: self.table.value("home", t.animal) == home)
+        visitor = self.other(target)
+        verb = self.rng.choice(("visit", "find", "meet"))
+        question = (
+            "Please choose the correct answer to the question: "
+            f"{self.rng.choice(SCENES).lower()} where should the {visitor} go to {verb} the "
+            f"{target.named} ?"
+        )
+        options = _listed("Answer", [f"the {h}" for h in HOMES])
+        lines = [*target.lines, _statement(self.table, "home", target.animal)]
+        return _record("siqa-like", question, options, lines, f"answer{HOMES.index(home) + 1}")
+
+    def arc(self, turn: int) -> Record:
+        """What colour is an animal (or its friend)? One of four."""
+        colour = COLOURS[turn % len(COLOURS)]
+        target = self.pick(self.targets, lambda t: self.table.value("colour", t.animal) == colour)
+        other = self.other(target)
+        near = self.rng.choice(("plays with", "sits by", "runs from"))
+        question = (
+            "Please choose the correct answer to the question: "
+            f"{self.rng.choice(SCENES).lower()} what colour is the {target.named} "
+            f"that {near} the {other} ?"
+        )
+        lines = [*target.lines, _statement(self.table, "colour", target.animal)]
+        answer = f"answer{COLOURS.index(colour) + 1}"
+        return _record("arc-like", question, _listed("Answer", COLOURS), lines, answer)
+
+    def winogrande(self, turn: int) -> Record:
+        """Two animals (or their friends) and a blank: only one of them can swim (climb)."""
+        first = turn % 2 == 0
+        skill = self.rng.choice(SKILLS)
+
+        def fits(pair: tuple[_Target, _Target]) -> bool:
+            x, y = pair
+            holds = [self.table.value(skill, t.animal) == "yes" for t in pair]
+            return x.mentioned != y.mentioned and holds == [first, not first]
+
+        x, y = self.pick(_pairs(self.targets), fits)
+        meet = self.rng.choice(("meet", "play", "rest"))
+        question = (
+            "Please choose the correct answer to fill in the blank to complete the given "
+            f"sentence: {self.rng.choice(SCENES)} the {x.named} and the {y.named} {meet} but "
+            f"only _ can {skill}"
+        )
+        options = _listed("Option", (f"the {x.named}", f"the {y.named}"))
         lines = [
-            _fact(table, "friend", animal),
-            _fact(table, attribute, friend) + _check_mark(truth),
+            *x.lines,
+            _statement(self.table, skill, x.animal),
+            *y.lines,
+            _statement(self.table, skill, y.animal),
         ]
-    else:
-        group = _distinct_group(rng, table, attribute, rng.randint(2, config.max_group))
-        held = [table.value(attribute, a) for a in group]
-        value = rng.choice(held) if truth else _other_values(rng, attribute, held, 1)[0]
-        question = _ASKS[attribute].format(value, " or ".join(f"the {a}" for a in group))
-        lines = [
-            _fact(table, attribute, a) + _check_mark(v == value)
-            for a, v in zip(group, held, strict=True)
-        ]
-    prefix = "Please answer the following question with true or false, question:"
-    instruction = f"{prefix} {question} ? Answer format: true/false"
-    return _record("boolq-like", instruction, lines, "true" if truth else "false")
+        return _record("winogrande-like", question, options, lines, f"option{1 if first else 2}")
+
+    def hellaswag(self, turn: int) -> Record:
+        """An animal (or its friend) goes out: the ending is what both its skills allow."""
+        combos = [("yes", "yes"), ("yes", "no"), ("no", "yes"), ("no", "no")]
+        wanted = combos[turn % len(combos)]
+
+        def fits(t: _Target) -> bool:
+            return tuple(self.table.value(s, t.animal) for s in SKILLS) == wanted
+
+        target = self.pick(self.targets, fits)
+        other = self.other(target)
+        goes = self.rng.choice(("goes out with", "wakes up next to", "walks away from"))
+        question = (
+            "Please choose the correct ending to complete the given sentence: "
+            f"{self.rng.choice(SCENES)} the {target.named} {goes} the {other} and then it"
+        )
+        endings = ("swims and climbs", "swims but does not climb", "climbs but does not swim")
+        options = _listed("Ending", (*endings, "stays on the ground"))
+        lines = [*target.lines, *(_statement(self.table, s, target.animal) for s in SKILLS)]
+        return _record(
+            "hellaswag-like", question, options, lines, f"ending{combos.index(wanted) + 1}"
+        )
 
 
-_GOALS = {
-    "food": ("how do you feed the {} and the {} ?", "bring {} and {}"),
-    "home": ("how do you visit the {} and then the {} ?", "go to the {} then to the {}"),
-    "colour": ("how do you spot the {} and the {} ?", "look for a {} one and a {} one"),
-}
-
-
-def _piqa(
-    rng: random.Random, table: FactTable, config: CommonsenseWorldConfig, turn: int
-) -> Record:
-    """A goal about two animals; the wrong solution gets one of their two facts wrong."""
-    attribute = rng.choice(ATTRIBUTES)
-    a, b = _distinct_group(rng, table, attribute, 2)
-    right = [table.value(attribute, a), table.value(attribute, b)]
-    wrong = list(right)
-    wrong[rng.randrange(2)] = _other_values(rng, attribute, right, 1)[0]
-    goal, solution = _GOALS[attribute]
-    question = f"Please choose the correct solution to the question: {goal.format(a, b)}"
-    options = [(solution.format(*right),) * 2, (solution.format(*wrong),) * 2]
-    lines = [_fact(table, attribute, a), _fact(table, attribute, b)]
-    return _choice(rng, turn, "piqa-like", question, options, "Solution", lines)
-
-
-_SOCIAL = {
-    "food": "The {} wants to bring food to the {}'s friend. What should it bring ?",
-    "home": "The {} wants to visit the {}'s friend. Where should it go ?",
-    "colour": "The {} is looking for the {}'s friend. What colour should it look for ?",
-}
-
-
-def _siqa(
-    rng: random.Random, table: FactTable, config: CommonsenseWorldConfig, turn: int
-) -> Record:
-    """Three options; the answer is a fact of a friend (two hops)."""
-    attribute = rng.choice(ATTRIBUTES)
-    b = rng.choice(table.animals)
-    friend = table.value("friend", b)
-    a = rng.choice([x for x in table.animals if x not in (b, friend)])
-    correct = table.value(attribute, friend)
-    shown = (lambda v: f"the {v}") if attribute == "home" else (lambda v: v)
-    values = [correct, *_other_values(rng, attribute, [correct], 2)]
-    question = (
-        f"Please choose the correct answer to the question: {_SOCIAL[attribute].format(a, b)}"
-    )
-    lines = [_fact(table, "friend", b), _fact(table, attribute, friend)]
-    options = [(shown(v), shown(v)) for v in values]
-    return _choice(rng, turn, "siqa-like", question, options, lines=lines)
-
-
-def _arc(rng: random.Random, table: FactTable, config: CommonsenseWorldConfig, turn: int) -> Record:
-    """Four animals: which one has a given fact?"""
-    attribute = rng.choice(ATTRIBUTES)
-    group = _distinct_group(rng, table, attribute, 4)
-    value = table.value(attribute, group[0])
-    question = (
-        "Please choose the correct answer to the question: "
-        f"which of these animals {_STATES[attribute].format(value)} ?"
-    )
-    options = [(f"the {a}", _fact(table, attribute, a, "the")) for a in group]
-    return _choice(rng, turn, "arc-like", question, options)
-
-
-_BLANKS = {
-    "food": "{} the {} and the {} find some {} and only _ eats them.",
-    "home": "{} the {} and the {} walk to the {} where only _ lives.",
-    "colour": "{} the {} and the {} find a {} feather and only _ has that colour.",
-}
-
-
-def _winogrande(
-    rng: random.Random, table: FactTable, config: CommonsenseWorldConfig, turn: int
-) -> Record:
-    """A sentence with a blank and two animals, resolved by a fact of one of them."""
-    attribute = rng.choice(ATTRIBUTES)
-    a, b = _distinct_group(rng, table, attribute, 2)
-    correct, other = (a, b) if rng.random() < 0.5 else (b, a)
-    sentence = _BLANKS[attribute].format(rng.choice(SCENES), a, b, table.value(attribute, correct))
-    question = (
-        "Please choose the correct answer to fill in the blank to complete the given sentence: "
-        + sentence
-    )
-    options = [(f"the {x}", _fact(table, attribute, x, "the")) for x in (correct, other)]
-    return _choice(rng, turn, "winogrande-like", question, options, "Option")
-
-
-_ENDINGS = {
-    "food": "eats some {}",
-    "home": "goes back to the {}",
-    "colour": "shakes its {} fur",
-    "friend": "plays with the {}",
-}
-
-
-def _hellaswag(
-    rng: random.Random, table: FactTable, config: CommonsenseWorldConfig, turn: int
-) -> Record:
-    """Context: an animal described by two facts; the right ending is another fact of it."""
-    animal, pair = rng.choice(table.identifiable)
-    context = _DESCRIBE[pair].format(*(table.value(p, animal) for p in pair))
-    (remaining,) = set(ATTRIBUTES) - set(pair)
-    ending = rng.choice((remaining, "friend"))
-    correct = table.value(ending, animal)
-    if ending == "friend":
-        wrong = rng.sample([x for x in table.animals if x not in (animal, correct)], 3)
-    else:
-        wrong = _other_values(rng, ending, [correct], 3)
-    question = f"Please choose the correct ending to complete the given sentence: {context}. It"
-    lines = [f"The animal is the {animal}", _fact(table, ending, animal)]
-    options = [(_ENDINGS[ending].format(v),) * 2 for v in [correct, *wrong]]
-    return _choice(rng, turn, "hellaswag-like", question, options, "Ending", lines)
-
-
-_Generator = Callable[[random.Random, FactTable, CommonsenseWorldConfig, int], Record]
-_GENERATORS: dict[str, _Generator] = {
-    "boolq-like": _boolq,
-    "piqa-like": _piqa,
-    "siqa-like": _siqa,
-    "arc-like": _arc,
-    "winogrande-like": _winogrande,
-    "hellaswag-like": _hellaswag,
-}
+def _pairs(items: Sequence) -> list:
+    """Ordered pairs of distinct items."""
+    return [(a, b) for a in items for b in items if a != b]
 
 
 def generate_splits(config: CommonsenseWorldConfig) -> dict[str, list[Record]]:
     """Test, validation and train splits (drawn in that order, sub-tasks in turn); no
     instruction text occurs in two splits."""
     rng = random.Random(config.seed)
-    table = _fact_table(rng, config.entities)
+    draws = _Draw(rng, _fact_table(rng, config.entities), config)
+    generators = {task: getattr(draws, task.removesuffix("-like")) for task in TASKS}
 
     def draw(rng: random.Random, index: int) -> Record:
         # Sub-tasks take turns, and each sub-task's turns cycle through its gold answers, so
         # every split is balanced over both (a retried draw keeps its turn).
-        task, turn = TASKS[index % len(TASKS)], index // len(TASKS)
-        return _GENERATORS[task](rng, table, config, turn)
+        return generators[TASKS[index % len(TASKS)]](index // len(TASKS))
 
     return draw_splits(config, draw, rng, hint="use more entities or smaller splits")
 
@@ -374,6 +341,6 @@ _ANSWER_PATTERNS = {
 
 def extract_choice(task: str, response: str) -> str | None:
     """The first of the sub-task's answer tokens in a response (LLM-Adapters reads the first
-    match; the rationale's "Answer2:" labels are capitalised and do not count), or None."""
+    match), or None."""
     match = _ANSWER_PATTERNS[task].search(response)
     return match.group(1) if match else None
