@@ -140,7 +140,11 @@ def main() -> None:
     config = config_class(seed=args.seed)
     if args.domain == "math":  # the tiny preset's world (kdray.presets.TINY_WORLDS)
         config = config_class(
-            seed=args.seed, max_start=12, max_operand=4, max_factor=1, max_value=16,
+            seed=args.seed,
+            max_start=12,
+            max_operand=4,
+            max_factor=1,
+            max_value=16,
             distractor_prob=0.3,
         )
     started = time.perf_counter()
