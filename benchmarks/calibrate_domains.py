@@ -9,8 +9,22 @@ ROUGE-L F x 100 for instruction following.
     python benchmarks/calibrate_domains.py --domain commonsense --model tiny-qwen2-xs \
         --steps 600 --lr 1e-2 --train-examples 2000
 
-Prints one row per sub-task (model, domain, sub-task, score, steps, seconds) and, with
---json, writes them to a file. One thread by default (the other CPU is someone else's)."""
+Prints one row per sub-task (model, domain, sub-task, score, steps, seconds: train_s counts
+data, tokenizer and training, total_s adds the evaluation) and, with --json, writes them to a
+file. One thread by default. `--domain math` runs the tiny preset's math world for reference,
+`--set FIELD=VALUE` changes the world's config (e.g. `--set max_hops=1`).
+
+Measured with the defaults (1 thread, 200 test items; scores per sub-task are over 33-40 items,
+so +-8 points is noise):
+
+| model (steps, train items, lr) | commonsense accuracy | instruction ROUGE-L |
+|---|---|---|
+| tiny-qwen2-m (1,500, 16,000, 5e-3) | 91.5 (92.5 with --seed 1) | 50.4 |
+| tiny-qwen2-s (600, 2,000, 1e-2) | 39.0 | - |
+| tiny-qwen2-xs (600, 2,000, 1e-2) | 42.5 (46.5 with max_hops=1) | 19.0 |
+| chance (commonsense) / the most common answer (instruction) | 38.9 | 18.7 |
+| echoing the input | - | 52.9 |
+"""
 
 from __future__ import annotations
 
@@ -30,6 +44,7 @@ from kdray.data import IGNORE_INDEX, collate, encode_example, length_grouped_bat
 from kdray.prompts import format_prompt
 from kdray.world import synthetic_commonsense, synthetic_instruction, synthetic_math
 from kdray.world.tokenizer import train_tokenizer
+from kdray.world.zoo import build_model, count_parameters, tiny_model
 
 DOMAINS = {
     "math": (synthetic_math.MathWorldConfig, synthetic_math),  # the known reference point
@@ -37,15 +52,6 @@ DOMAINS = {
     "instruction": (synthetic_instruction.InstructionWorldConfig, synthetic_instruction),
 }
 WARMUP_STEPS = 20
-
-
-def model_spec(name: str):
-    """The zoo's spec for `name` (the zoo's API is `tiny_model` or the older TINY_QWEN2)."""
-    from kdray.world import zoo
-
-    if hasattr(zoo, "tiny_model"):
-        return zoo.tiny_model(name)
-    return zoo.TINY_QWEN2[name]
 
 
 def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -133,20 +139,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     parser.add_argument("--show", type=int, default=3, help="print this many responses")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a world config field, e.g. --set max_hops=1 (repeatable)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     config_class, module = DOMAINS[args.domain]
-    config = config_class(seed=args.seed)
+    fields: dict[str, object] = {"seed": args.seed}
     if args.domain == "math":  # the tiny preset's world (kdray.presets.TINY_WORLDS)
-        config = config_class(
-            seed=args.seed,
-            max_start=12,
-            max_operand=4,
-            max_factor=1,
-            max_value=16,
-            distractor_prob=0.3,
-        )
+        fields |= {"max_start": 12, "max_operand": 4, "max_factor": 1, "max_value": 16}
+        fields |= {"distractor_prob": 0.3}
+    for assignment in args.set:
+        name, _, value = assignment.partition("=")
+        fields[name] = float(value) if "." in value else int(value)
+    config = config_class(**fields)
     started = time.perf_counter()
     splits = module.generate_splits(config)
     # As the world build does: the tokenizer learns the whole training split's text.
@@ -155,9 +166,7 @@ def main() -> None:
     )
     train_records = splits["train"][: args.train_examples]
     with tempfile.TemporaryDirectory() as folder:
-        from kdray.world.zoo import build_model, count_parameters
-
-        model = build_model(model_spec(args.model), tokenizer, Path(folder), seed=1234)
+        model = build_model(tiny_model(args.model), tokenizer, Path(folder), seed=1234)
     print(
         f"{args.model}: {count_parameters(model):,} parameters, {len(train_records)} train "
         f"examples, {args.steps} steps, lr {args.lr}",

@@ -144,14 +144,13 @@ def test_commonsense_gold_answers_and_rationales_follow_the_fact_table(splits):
 
 def _recomputed(task: str, words: list[str]) -> list[str]:
     """The transformations written out independently of the generator."""
-    if task == "opposite":
-        return [si.OPPOSITES[w] for w in words]
     animals = [w for w in words if w in si.ANIMALS]
     return {
-        "reverse": list(reversed(words)),
-        "sort": sorted(words, key=str),
+        "copy": words,
+        "opposite": [si.OPPOSITES[w] if w in si.ADJECTIVES else w for w in words],
         "filter": animals,
         "count": [str(len(animals))],
+        "reverse": list(reversed(words)),
     }[task]
 
 
@@ -161,13 +160,15 @@ def test_instruction_references_are_correct(splits):
             assert record["output"].strip() and record["output"] == record["answer"]
             assert record["instruction"] == si.INSTRUCTIONS[record["task"]]
             words = record["input"].split()
-            assert 3 <= len(words) <= 6 and len(set(words)) == len(words)
+            assert 3 <= len(words) <= 4 and len(set(words)) == len(words)
+            adjectives = [w for w in words if w in si.ADJECTIVES]
+            assert len(adjectives) == (0 if record["task"] in ("count", "filter") else 1)
             assert record["output"].split() == _recomputed(record["task"], words)
+    assert si.transform("copy", ["fox", "cup", "big"]) == ["fox", "cup", "big"]
     assert si.transform("reverse", ["fox", "cup", "big"]) == ["big", "cup", "fox"]
-    assert si.transform("sort", ["fox", "cup", "big"]) == ["big", "cup", "fox"]
     assert si.transform("filter", ["fox", "cup", "owl"]) == ["fox", "owl"]
     assert si.transform("count", ["fox", "cup", "owl"]) == ["2"]
-    assert si.transform("opposite", ["big", "cold"]) == ["small", "hot"]
+    assert si.transform("opposite", ["fox", "cold", "cup"]) == ["fox", "hot", "cup"]
 
 
 # sha256 of the test/validation/train records (all fields but `task`) of MathWorldConfig(**_M),
@@ -221,6 +222,6 @@ def test_too_small_a_space_and_bad_configs_are_refused():
     with pytest.raises(ConfigError):
         cs.CommonsenseWorldConfig(max_hops=3)
     with pytest.raises(ConfigError):
-        si.InstructionWorldConfig(min_words=5, max_words=3)
+        si.InstructionWorldConfig(min_words=4, max_words=3)
     with pytest.raises(ConfigError):
         si.InstructionWorldConfig(test_size=0)

@@ -16,7 +16,7 @@ from kdray.world.domains import WorldConfig, domain_of, generate_splits
 from kdray.world.tokenizer import save_tokenizer, train_tokenizer
 from kdray.world.zoo import build_model, count_parameters, family_models, tiny_model
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when the generator's output changes for the same config."""
 MODEL_INIT_SEED = 1234
 

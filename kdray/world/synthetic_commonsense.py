@@ -62,7 +62,7 @@ class CommonsenseWorldConfig:
     seed: int = 0
     """Seeds the fact table and the questions."""
     entities: int = 12
-    """Animals in the fact table (6 facts each; 8 to 16)."""
+    """Animals in the fact table (6 facts each; 8 to 16; the default split sizes need 10)."""
     max_hops: int = 2
     """2: questions may be about an animal's friend (look up the friend, then its fact)."""
     train_size: int = 16000
