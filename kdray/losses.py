@@ -11,8 +11,10 @@ only the gradient, so peak extra memory is bounded by the chunk, not by batch x 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -151,7 +153,8 @@ def chunked_token_loss(
     vocab = student_logits.shape[-1]
     chunk_tokens = chunk_tokens or max(1, CHUNK_ELEMENTS // vocab)
     student = student_logits.reshape(-1, vocab)
-    teacher = None if teacher_logits is None else teacher_logits.reshape(-1, vocab)
+    # The teacher's last dimension may differ from the student's (packed top-k rows).
+    teacher = None if teacher_logits is None else teacher_logits.flatten(0, -2)
     flat_targets = None if targets is None else targets.reshape(-1)
     denominator = mask.sum().clamp_min(1) if normalizer is None else normalizer
     weights = mask.reshape(-1).float() / torch.as_tensor(denominator, dtype=torch.float32)
@@ -233,6 +236,98 @@ def add_teacher_noise(
     return teacher_logits.float() + scale * noise
 
 
+@dataclass(frozen=True)
+class SparseTeacher:
+    """A cached teacher signal: per position, the teacher's k most likely tokens with their
+    raw (T = 1) log-probs, and the log of the probability mass left outside them."""
+
+    log_probs: torch.Tensor
+    """(batch, seq, k) raw log-probs of the top-k tokens."""
+    indices: torch.Tensor
+    """(batch, seq, k) their token ids."""
+    tail_log_mass: torch.Tensor
+    """(batch, seq) log(1 - sum of the top-k probabilities)."""
+    vocab_size: int
+    """Tokens the distribution is over (the tail's share is spread over vocab_size - k)."""
+
+    def shifted(self) -> SparseTeacher:
+        """Positions 0 .. seq - 2, aligned like next_token_alignment's logits."""
+        return SparseTeacher(
+            self.log_probs[:, :-1], self.indices[:, :-1], self.tail_log_mass[:, :-1],
+            self.vocab_size,
+        )  # fmt: skip
+
+    def packed(self) -> torch.Tensor:
+        """(batch, seq, 2k + 1) fp32: log-probs, tail, indices (exact as fp32 below 2^24)."""
+        return torch.cat(
+            [self.log_probs.float(), self.tail_log_mass.float()[..., None], self.indices.float()],
+            dim=-1,
+        )
+
+
+TAIL_LOG_FLOOR = -80.0
+"""Bucket log-probs are kept above this, so an empty tail never makes 0 * -inf."""
+
+
+def bucket_log_probs(
+    student_logits: torch.Tensor,
+    packed_teacher: torch.Tensor,
+    temperature: float,
+    vocab_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student and teacher as (k + 1)-bucket distributions at temperature T: the teacher's
+    top-k tokens plus one bucket for the rest. Over the top-k the tempered teacher is exact
+    (p_i^(1/T), renormalised); the tail's tempered mass assumes its probability spread evenly
+    over the vocab_size - k other tokens. Any divergence of these is a lower bound of the
+    full-vocabulary one (data processing), and equal to it where the tail is empty."""
+    k = (packed_teacher.shape[-1] - 1) // 2
+    top, tail = packed_teacher[..., :k], packed_teacher[..., k]
+    indices = packed_teacher[..., k + 1 :].long()
+    others = math.log(vocab_size - k)
+    tail_tempered = others + (tail.clamp_min(TAIL_LOG_FLOOR) - others) / temperature
+    log_p = F.log_softmax(torch.cat([top / temperature, tail_tempered[..., None]], -1), -1)
+    log_q_all = F.log_softmax(student_logits / temperature, dim=-1)
+    log_q_top = log_q_all.gather(-1, indices)
+    log_q_tail = torch.logsumexp(log_q_all.scatter(-1, indices, float("-inf")), dim=-1)
+    log_q = torch.cat([log_q_top, log_q_tail.clamp_min(TAIL_LOG_FLOOR)[..., None]], -1)
+    return log_q, log_p.clamp_min(TAIL_LOG_FLOOR)
+
+
+def sparse_divergence(
+    divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    student_logits: torch.Tensor,
+    teacher: SparseTeacher,
+    mask: torch.Tensor,
+    temperature: float = 1.0,
+    scale_by_t2: bool = True,
+    normalizer: float | torch.Tensor | None = None,
+    chunk_tokens: int | None = None,
+) -> torch.Tensor:
+    """`tempered_divergence` against a cached top-k teacher, over its k + 1 buckets."""
+
+    def per_token(student, packed, _target):
+        return divergence(*bucket_log_probs(student, packed, temperature, teacher.vocab_size))
+
+    loss = chunked_token_loss(
+        per_token, student_logits, mask, teacher.packed(), None, normalizer, chunk_tokens
+    )
+    return loss * (temperature**2 if scale_by_t2 else 1.0)
+
+
+def add_support_noise(
+    teacher: SparseTeacher, sigma: float, generator: torch.Generator | None
+) -> SparseTeacher:
+    """N(0, sigma^2) on the stored top-k raw log-probs only (the tail untouched): what a top-k
+    cache can do with teacher noise. Used to measure how far that is from noise over the whole
+    vocabulary (benchmarks/cache_fidelity.py); trials with noise never use it."""
+    if sigma == 0:
+        return teacher
+    noise = torch.randn(
+        teacher.log_probs.shape, generator=generator, device=teacher.log_probs.device
+    )
+    return dataclasses.replace(teacher, log_probs=teacher.log_probs.float() + sigma * noise)
+
+
 def restrict_to_vocab(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Drop lm_head rows beyond the tokenizer's vocabulary (padded heads differ in width)."""
     return logits[..., :vocab_size]
@@ -267,7 +362,7 @@ def training_loss(
     student_logits: torch.Tensor,
     labels: torch.Tensor,
     kd: KDConfig,
-    teacher_logits: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | SparseTeacher | None = None,
     noise_generator: torch.Generator | None = None,
     normalizer: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -275,7 +370,8 @@ def training_loss(
 
     `sft`: CE. `kd`, `revkd`, `gkd`, `skew_fkl`, `skew_rkl`: (1 - w) * D + w * CE with
     w = kd.ce_weight. `seqkd` (labels are the teacher's responses): (1 - k) * CE + k * KL with
-    k = kd.seqkd_kd_weight."""
+    k = kd.seqkd_kd_weight. `teacher_logits` may be full logits (online, or a full-vocabulary
+    cache of log-probs: exact, noise included) or a SparseTeacher (top-k cache: no noise)."""
     logits, targets, mask = next_token_alignment(student_logits, labels)
     ce = cross_entropy(logits, targets, mask, normalizer, kd.chunk_tokens)
     if not kd.needs_teacher_logits:
@@ -283,12 +379,20 @@ def training_loss(
     if teacher_logits is None:
         raise ValueError(f"method {kd.method!r} needs teacher logits")
     divergence, temperature, scale = method_divergence(kd)
-    teacher = add_teacher_noise(
-        teacher_logits[:, :-1], kd.noise_sigma, noise_generator, kd.temperature, kd.noise_on
-    )
-    distance = tempered_divergence(
-        divergence, logits, teacher, mask, temperature, scale, normalizer, kd.chunk_tokens
-    )
+    if isinstance(teacher_logits, SparseTeacher):
+        if kd.noise_sigma > 0:
+            raise ValueError("a top-k teacher cache cannot carry noise over the whole vocabulary")
+        distance = sparse_divergence(
+            divergence, logits, teacher_logits.shifted(), mask, temperature, scale, normalizer,
+            kd.chunk_tokens,
+        )  # fmt: skip
+    else:
+        teacher = add_teacher_noise(
+            teacher_logits[:, :-1], kd.noise_sigma, noise_generator, kd.temperature, kd.noise_on
+        )
+        distance = tempered_divergence(
+            divergence, logits, teacher, mask, temperature, scale, normalizer, kd.chunk_tokens
+        )
     weight = kd.seqkd_kd_weight if kd.method == "seqkd" else 1 - kd.ce_weight
     loss = weight * distance + (1 - weight) * ce
     return loss, {"ce": ce.item(), "kd": distance.item()}
