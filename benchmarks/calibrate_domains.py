@@ -80,7 +80,8 @@ def train(model, tokenizer, records, steps: int, lr: float, batch_size: int, see
     started = time.perf_counter()
     recent: list[float] = []
     for step in range(steps):
-        loss = response_loss(model, collate(next(batches), tokenizer.pad_token_id))
+        batch = [encoded[i] for i in next(batches)]
+        loss = response_loss(model, collate(batch, tokenizer.pad_token_id))
         recent = [*recent[-49:], loss.item()]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

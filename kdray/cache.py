@@ -1,8 +1,10 @@
-"""Content-addressed, atomically written cache folders.
+"""Content-addressed, atomically written, checksummed cache folders.
 
 A folder's name carries the hash of everything that produced it, so a changed input builds
 a new folder; it is built under a temporary name and renamed into place when complete, so
-an interrupted build never leaves a half-written folder that looks finished."""
+an interrupted build never leaves a half-written folder that looks finished. Every file's size
+and SHA-256 go into `.checksums.json` when it is built, so a truncated or altered file is found
+(`verify_checksums`) and the folder rebuilt or refused instead of read."""
 
 from __future__ import annotations
 
@@ -15,9 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from kdray.errors import KdrayError
 
 COMPLETE_MARKER = ".complete"
+CHECKSUMS = ".checksums.json"
+HASH_BLOCK = 1 << 20
+
+
+class CacheCorruptError(KdrayError):
+    """A cached file is missing, truncated or altered: it does not match its checksum."""
 
 
 def default_cache_dir() -> Path:
@@ -33,9 +43,51 @@ def is_complete(folder: Path) -> bool:
     return (folder / COMPLETE_MARKER).is_file()
 
 
-def build_once(folder: Path, build: Callable[[Path], None]) -> tuple[Path, bool]:
-    """Return (folder, built_now): reuse a complete folder or build it atomically."""
-    if is_complete(folder):
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+    sums = {
+        str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in files
+    }
+    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=1))
+
+
+def verify_checksums(folder: Path) -> None:
+    """Raise CacheCorruptError unless every file listed in the folder's checksums is there with
+    its size and SHA-256."""
+    try:
+        sums = json.loads((folder / CHECKSUMS).read_text())
+    except (OSError, ValueError) as error:
+        raise CacheCorruptError(f"cache folder {folder} has no readable checksums") from error
+    for name, expected in sums.items():
+        path = folder / name
+        if not path.is_file():
+            raise CacheCorruptError(f"cached file {path} is missing")
+        if path.stat().st_size != expected["bytes"] or file_sha256(path) != expected["sha256"]:
+            raise CacheCorruptError(
+                f"cached file {path} does not match its checksum (truncated or altered)"
+            )
+
+
+def build_once(
+    folder: Path,
+    build: Callable[[Path], None],
+    verify: bool = False,
+    on_rebuild: Callable[[str], None] | None = None,
+) -> tuple[Path, bool]:
+    """Return (folder, built_now): reuse a complete folder or build it atomically. Builders of
+    the same folder take turns (a file lock), so a second one waits and reuses the first's.
+    With `verify`, a complete folder is reused only if its checksums match; otherwise it is
+    rebuilt (on_rebuild hears why)."""
+    if is_complete(folder) and not verify:
         return folder, False
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -44,9 +96,25 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> tuple[Path, bool]
             f"cannot create cache directory {folder.parent}: {error.strerror}; "
             "pass --cache-dir or set KDRAY_CACHE to a writable folder"
         ) from error
+    with FileLock(folder.parent / f".{folder.name}.lock"):
+        if is_complete(folder):
+            if not verify:
+                return folder, False
+            try:
+                verify_checksums(folder)
+                return folder, False
+            except CacheCorruptError as error:
+                if on_rebuild:
+                    on_rebuild(f"{error}; rebuilding it")
+                shutil.rmtree(folder)
+        return _build_atomically(folder, build)
+
+
+def _build_atomically(folder: Path, build: Callable[[Path], None]) -> tuple[Path, bool]:
     staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.partial"
     try:
         build(staging)
+        write_checksums(staging)
         (staging / COMPLETE_MARKER).write_text("")
         if folder.exists():  # an incomplete leftover, or a concurrent builder won
             if is_complete(folder):

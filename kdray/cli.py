@@ -101,6 +101,15 @@ def study_parser(name: str, description: str) -> OneLineParser:
     parser.add_argument(
         "--loss-tokens", choices=["response", "all"], help="tokens that count (response)"
     )
+    parser.add_argument(
+        "--teacher-signal",
+        choices=["auto", "online", "cache"],
+        help="teacher logits: auto (cache where exact or measured harmless; default), "
+        "online (run the teacher every step) or cache (required)",
+    )
+    parser.add_argument(
+        "--cache-top-k", type=int, help="tokens per position in a top-k teacher cache (64)"
+    )
     parser.add_argument("--grad-accum-steps", type=int, help="micro-batches per optimizer step")
     parser.add_argument(
         "--no-t2-scaling", action="store_true", help="do not multiply KD losses by T^2"
@@ -157,6 +166,8 @@ def config_from_args(name: str, args: argparse.Namespace) -> StudyConfig:
         "seqkd_kd_weight": args.seqkd_kd_weight,
         "noise_on": args.noise_on,
         "loss_tokens": args.loss_tokens,
+        "teacher_signal": args.teacher_signal,
+        "cache_top_k": args.cache_top_k,
         "gkd_temperature_in_loss": False if args.gkd_ignore_temperature else None,
         "scale_by_t2": False if args.no_t2_scaling else None,
     }

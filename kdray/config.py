@@ -23,6 +23,7 @@ LOSS_TOKENS = ("response", "all")
 FINETUNE_MODES = ("full", "lora")
 LR_SCHEDULES = ("cosine", "linear")
 DECODING = ("greedy", "sampling")
+TEACHER_SIGNALS = ("auto", "online", "cache")
 STUDY_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
 
 
@@ -63,6 +64,16 @@ class KDConfig:
     chunk_tokens: int | None = None
     """Tokens per chunk in the loss: peak extra memory is bounded by the chunk, not the batch.
     None: as many tokens as make 1M logits (4 MiB per fp32 temporary), e.g. 6 at 152k vocab."""
+    teacher_signal: str = "auto"
+    """Where teacher logits come from: `online` (the teacher runs in every step), `cache` (its
+    log-probs on the training data, computed once and shared by every trial; an error where the
+    cache cannot represent the setting) or `auto`: the cache where it is exact or measured
+    harmless, online otherwise (kdray/teacher_signal.py has the rules)."""
+    cache_top_k: int = 64
+    """Tokens per position a top-k cache keeps (with one bucket for the remaining mass)."""
+    cache_full_vocab_limit: int = 8192
+    """Vocabularies up to this size are cached whole, which is exact for every T and sigma;
+    larger ones (hub models: 128k-152k) keep the top cache_top_k."""
 
     def __post_init__(self) -> None:
         _check(
@@ -95,6 +106,16 @@ class KDConfig:
         _check(
             self.loss_tokens in LOSS_TOKENS,
             f"unknown loss_tokens {self.loss_tokens!r}: choose one of {', '.join(LOSS_TOKENS)}",
+        )
+        _check(
+            self.teacher_signal in TEACHER_SIGNALS,
+            f"unknown teacher_signal {self.teacher_signal!r}: "
+            f"choose one of {', '.join(TEACHER_SIGNALS)}",
+        )
+        _check(self.cache_top_k >= 1, f"cache_top_k must be >= 1, got {self.cache_top_k}")
+        _check(
+            self.cache_full_vocab_limit >= 0,
+            f"cache_full_vocab_limit must be >= 0, got {self.cache_full_vocab_limit}",
         )
 
     @property

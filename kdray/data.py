@@ -69,10 +69,10 @@ def length_grouped_batches(
     rank: int = 0,
     world_size: int = 1,
     group_factor: int = 50,
-) -> Iterator[list[EncodedExample]]:
-    """Endless batches for one data-parallel rank: each epoch is shuffled, sorted by length
-    within windows of group_factor batches, cut into batches, and the batches shuffled.
-    Ranks take disjoint, equally many batches each epoch."""
+) -> Iterator[list[int]]:
+    """Endless batches of example indices for one data-parallel rank: each epoch is shuffled,
+    sorted by length within windows of group_factor batches, cut into batches, and the batches
+    shuffled. Ranks take disjoint, equally many batches each epoch."""
     epoch = 0
     while True:
         rng = random.Random(seed * 1_000_003 + epoch)
@@ -87,6 +87,5 @@ def length_grouped_batches(
         usable = len(batches) - len(batches) % world_size
         if usable == 0:
             raise ValueError(f"too few examples ({len(examples)}) for {world_size} ranks")
-        for batch in batches[rank:usable:world_size]:
-            yield [examples[i] for i in batch]
+        yield from batches[rank:usable:world_size]
         epoch += 1

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kdray.answers import parse_gold
 from kdray.cache import build_once, content_key
+from kdray.console import say
 from kdray.errors import ConfigError
 from kdray.hub_zoo import HUB_MODELS, HubModel, hub_model
 from kdray.task_data import load_task, load_train_set
@@ -95,7 +96,7 @@ def build_hub_world(
         }
         (staging / "world.json").write_text(json.dumps(manifest, indent=1))
 
-    root, built = build_once(folder, build)
+    root, built = build_once(folder, build, verify=True, on_rebuild=say)
     return HubWorld(root, domain), built
 
 

@@ -257,6 +257,12 @@ class SparseTeacher:
             self.vocab_size,
         )  # fmt: skip
 
+    def to(self, device: torch.device) -> SparseTeacher:
+        return dataclasses.replace(
+            self, log_probs=self.log_probs.to(device), indices=self.indices.to(device),
+            tail_log_mass=self.tail_log_mass.to(device),
+        )  # fmt: skip
+
     def packed(self) -> torch.Tensor:
         """(batch, seq, 2k + 1) fp32: log-probs, tail, indices (exact as fp32 below 2^24)."""
         return torch.cat(
@@ -312,20 +318,6 @@ def sparse_divergence(
         per_token, student_logits, mask, teacher.packed(), None, normalizer, chunk_tokens
     )
     return loss * (temperature**2 if scale_by_t2 else 1.0)
-
-
-def add_support_noise(
-    teacher: SparseTeacher, sigma: float, generator: torch.Generator | None
-) -> SparseTeacher:
-    """N(0, sigma^2) on the stored top-k raw log-probs only (the tail untouched): what a top-k
-    cache can do with teacher noise. Used to measure how far that is from noise over the whole
-    vocabulary (benchmarks/cache_fidelity.py); trials with noise never use it."""
-    if sigma == 0:
-        return teacher
-    noise = torch.randn(
-        teacher.log_probs.shape, generator=generator, device=teacher.log_probs.device
-    )
-    return dataclasses.replace(teacher, log_probs=teacher.log_probs.float() + sigma * noise)
 
 
 def restrict_to_vocab(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:

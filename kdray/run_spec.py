@@ -32,6 +32,9 @@ class RunSpec:
     eval: EvalConfig = field(default_factory=EvalConfig)
     teacher_dir: str | None = None
     """Teacher model folder (methods that use a teacher)."""
+    teacher_cache: str | None = None
+    """Teacher log-prob cache folder (kdray/teacher_cache.py): read instead of running the
+    teacher; None runs the teacher online."""
     teacher_responses: str | None = None
     """seqkd: JSON list of the teacher's responses to the training prompts, in order."""
     teacher_predictions: str | None = None

@@ -19,6 +19,7 @@ from ray import tune
 
 from kdray.cache import is_complete
 from kdray.config import flatten, to_dict
+from kdray.console import say
 from kdray.hub_world import HubWorld, build_hub_world
 from kdray.hub_zoo import check_pair
 from kdray.study_config import StudyConfig
@@ -36,6 +37,7 @@ from kdray.tracking import (
     resolve_tracking_uri,
 )
 from kdray.trial import DRIVER_CPUS, run_trial
+from kdray.trial_teacher_signals import attach_teacher_signals
 from kdray.world.build import World, build_world
 
 
@@ -47,10 +49,9 @@ class StudyOutcome:
     trials: int
     failed: int
     results_dir: Path
-
-
-def say(message: str) -> None:
-    print(f"[kdray] {message}", flush=True)
+    phase_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Wall seconds of `world`, `teachers`, `teacher_signals` (responses and caches),
+    `trials` and `summary`."""
 
 
 def connect_ray() -> None:
@@ -115,7 +116,16 @@ def run_study(config: StudyConfig) -> StudyOutcome:
     cache_root = config.cache_root()
     started = time.time()
 
+    phases: dict[str, float] = {}
+    clock = [time.time()]
+
+    def phase_done(name: str) -> None:
+        now = time.time()
+        phases[name] = now - clock[0]
+        clock[0] = now
+
     world = _world(config, cache_root)
+    phase_done("world")
 
     notes = []
     for teacher_name, student in config.teacher_student_pairs():
@@ -171,6 +181,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 f"{config.teacher_kind} teacher {name}: test {metric} "
                 f"{teacher.metrics['score']:.1f}"
             )
+        phase_done("teachers")
         responses = {}
         count = config.student_train.train_examples
         for name in {p["teacher"] for p in plans if p["spec"].kd.method == "seqkd"}:
@@ -187,7 +198,11 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 teacher_dir=str(teacher.folder) if plan["teacher"] else None,
                 teacher_predictions=str(teacher.predictions_file) if teacher else None,
                 teacher_responses=responses.get(plan["teacher"]),
-            ).to_dict()
+            )
+        attach_teacher_signals(plans, cache_root, say)
+        phase_done("teacher_signals")
+        for plan in plans:
+            plan["spec"] = plan["spec"].to_dict()
         # Tune's TensorBoard logger reports at INFO every config value it cannot chart.
         logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
         concurrent = trials_in_flight(config, max(p["spec"]["train"]["num_workers"] for p in plans))
@@ -213,6 +228,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         )
         grid = tuner.fit()
         failed = sum(result.error is not None for result in grid)
+        phase_done("trials")
     except BaseException:
         client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED))
         raise
@@ -222,9 +238,14 @@ def run_study(config: StudyConfig) -> StudyOutcome:
 
     results_dir = Path(config.results_dir)
     write_study_summary(tracking_uri, parent_id, results_dir)
+    phase_done("summary")
     elapsed = time.time() - started
-    say(f"done in {elapsed:.0f}s: {len(plans) - failed} trials finished, {failed} failed")
-    return StudyOutcome(tracking_uri, experiment_id, parent_id, len(plans), failed, results_dir)
+    timing = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in phases.items())
+    finished = len(plans) - failed
+    say(f"done in {elapsed:.0f}s ({timing}): {finished} trials finished, {failed} failed")
+    return StudyOutcome(
+        tracking_uri, experiment_id, parent_id, len(plans), failed, results_dir, phases
+    )
 
 
 def _world(config: StudyConfig, cache_root: Path) -> World | HubWorld:

@@ -13,6 +13,7 @@ import ray
 
 from kdray.cache import build_once, content_key
 from kdray.config import EvalConfig, KDConfig, TrainConfig, to_dict
+from kdray.console import say
 from kdray.hub_world import HubWorld
 from kdray.run_spec import RunSpec
 from kdray.train_loop import METRICS_FILE, PREDICTIONS_FILE
@@ -73,7 +74,7 @@ def prepare_teacher(
             shutil.copytree(folder, staging)
 
     target = teacher_folder(world, name, kind, train, eval_config)
-    folder, built_now = build_once(target, build)
+    folder, built_now = build_once(target, build, verify=True, on_rebuild=say)
     return PreparedTeacher(name, folder, built_now)
 
 
@@ -131,7 +132,7 @@ def prepare_teacher_responses(
         )
         (staging / RESPONSES_FILE).write_text(json.dumps(responses))
 
-    folder, built_now = build_once(target.parent, build)
+    folder, built_now = build_once(target.parent, build, verify=True, on_rebuild=say)
     return folder / RESPONSES_FILE, built_now
 
 

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import random
+import resource
 import tempfile
 import time
 import warnings
@@ -21,7 +22,13 @@ import ray.train
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from kdray.data import IGNORE_INDEX, collate, encode_example, length_grouped_batches
+from kdray.data import (
+    IGNORE_INDEX,
+    EncodedExample,
+    collate,
+    encode_example,
+    length_grouped_batches,
+)
 from kdray.deepspeed_engine import (
     create_engine,
     full_state_dict,
@@ -42,6 +49,7 @@ from kdray.lora import merged_lora_model, trainable_parameters, with_lora
 from kdray.losses import restrict_to_vocab, training_loss
 from kdray.on_policy import draw_on_policy, sample_batch
 from kdray.run_spec import RunSpec
+from kdray.teacher_cache import TeacherCache
 from kdray.tracking import RunLogger
 
 PREDICTIONS_FILE = "predictions.json"
@@ -69,6 +77,13 @@ def training_problems(spec: RunSpec) -> list[dict[str, str]]:
     if len(responses) < len(problems):
         raise ValueError(f"{len(responses)} teacher responses for {len(problems)} problems")
     return [{**p, "output": r} for p, r in zip(problems, responses, strict=False)]
+
+
+def trial_examples(spec: RunSpec, tokenizer, split: str) -> list[EncodedExample]:
+    """The encoded examples a run trains on (`train`) or validates on (`validation`), in the
+    order that batches and the teacher cache index them."""
+    records = training_problems(spec) if split == "train" else read_split(spec.data_dir, split)
+    return [encode_example(e, tokenizer, spec.train.max_length) for e in records]
 
 
 def load_model(
@@ -116,17 +131,20 @@ def train_worker(config: dict[str, Any]) -> None:
 
     # --- setup
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
-    train_split = training_problems(spec)
-    examples = [encode_example(e, tokenizer, spec.train.max_length) for e in train_split]
+    examples = {"train": trial_examples(spec, tokenizer, "train")}
     train = dataclasses.replace(
-        spec.train, steps=spec.train.resolved_steps(len(examples), world_size), epochs=None
+        spec.train, steps=spec.train.resolved_steps(len(examples["train"]), world_size), epochs=None
     )
-    batches = length_grouped_batches(examples, train.batch_size, train.seed, rank, world_size)
+    batches = length_grouped_batches(
+        examples["train"], train.batch_size, train.seed, rank, world_size
+    )
     model = load_model(spec.init_dir, device)
     if train.finetune == "lora":
         model = with_lora(model, train)
-    teacher = None
-    if spec.kd.needs_teacher_logits:
+    teacher, cache = None, None
+    if spec.kd.needs_teacher_logits and spec.teacher_cache:
+        cache = TeacherCache(spec.teacher_cache, spec.kd.loss_tokens)  # verified on load
+    elif spec.kd.needs_teacher_logits:
         # A frozen teacher on GPU runs in bf16, as the student's engine does.
         dtype = torch.bfloat16 if spec.train.use_gpu else torch.float32
         teacher = load_model(spec.teacher_dir, device, dtype).eval().requires_grad_(False)
@@ -137,8 +155,12 @@ def train_worker(config: dict[str, Any]) -> None:
     accumulate = spec.train.grad_accum_steps
 
     def next_micro_batch() -> tuple[dict[str, torch.Tensor], bool]:
-        batch = collate(next(batches), tokenizer.pad_token_id, spec.kd.loss_tokens)
+        indices = next(batches)
+        batch = collate(
+            [examples["train"][i] for i in indices], tokenizer.pad_token_id, spec.kd.loss_tokens
+        )
         batch = {k: v.to(device) for k, v in batch.items()}
+        batch["example_index"] = torch.tensor(indices)
         if spec.kd.method != "gkd" or not draw_on_policy(on_policy_rng, spec.kd.on_policy_fraction):
             return batch, False
         sampled = sample_batch(
@@ -148,7 +170,7 @@ def train_worker(config: dict[str, Any]) -> None:
         )  # fmt: skip
         return sampled, True
 
-    def forward_loss(batch, normalizer: int, generator) -> torch.Tensor:
+    def forward_loss(batch, normalizer: int, generator, split: str = "train") -> torch.Tensor:
         inputs = {
             "input_ids": batch["input_ids"],
             "attention_mask": batch["attention_mask"],
@@ -159,34 +181,38 @@ def train_worker(config: dict[str, Any]) -> None:
         if teacher is not None:
             with torch.no_grad():
                 teacher_logits = restrict_to_vocab(teacher(**inputs).logits, vocab)
+        elif cache is not None:
+            indices = batch["example_index"].tolist()
+            chosen = [examples[split][i] for i in indices]
+            signal = cache.signal(split, indices, chosen, batch["input_ids"].shape[1])
+            teacher_logits = signal.to(device)
         loss, _ = training_loss(
             student_logits, batch["labels"], spec.kd, teacher_logits, generator,
             normalizer=normalizer,
         )  # fmt: skip
         return loss
 
-    validation = []
     if train.eval_every:
-        records = read_split(spec.data_dir, "validation")
-        validation = [encode_example(e, tokenizer, train.max_length) for e in records]
+        examples["validation"] = trial_examples(spec, tokenizer, "validation")
+    validation = examples.get("validation", [])
 
     @torch.no_grad()
     def validation_loss() -> float:
         """The run's own loss on the validation split (every rank computes all of it: under
         ZeRO-3 each forward is a collective anyway), with the same noise draw each time."""
         engine.eval()
-        batches = [
-            collate(
-                validation[i : i + train.batch_size], tokenizer.pad_token_id, spec.kd.loss_tokens
-            )
-            for i in range(0, len(validation), train.batch_size)
-        ]
+        batches = []
+        for first in range(0, len(validation), train.batch_size):
+            indices = list(range(first, min(first + train.batch_size, len(validation))))
+            chosen = [validation[i] for i in indices]
+            batch = collate(chosen, tokenizer.pad_token_id, spec.kd.loss_tokens)
+            batches.append({**batch, "example_index": torch.tensor(indices)})
         tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
         generator = torch.Generator(device=device).manual_seed(train.seed)
         total = 0.0
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            total += forward_loss(batch, max(tokens, 1), generator).item()
+            total += forward_loss(batch, max(tokens, 1), generator, "validation").item()
         engine.train()
         return total
 
@@ -234,7 +260,10 @@ def train_worker(config: dict[str, Any]) -> None:
         "steps_per_second": train.steps / train_seconds,
         "on_policy_batches": on_policy_batches,
         "trainable_parameters": trainable_parameters(engine.module),
+        "peak_rss_mib": peak_rss_mib(),
     }
+    if spec.train.use_gpu:
+        metrics["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     if best is not None:
         metrics.update(best_val_loss=best[0], best_step=best[1])
     if rank != 0:
@@ -283,6 +312,11 @@ def evaluate(spec: RunSpec, model: torch.nn.Module, tokenizer, out_dir: Path) ->
     (out_dir / PREDICTIONS_FILE).write_text(json.dumps(records, indent=1))
     metrics["eval_seconds"] = time.perf_counter() - started
     return metrics
+
+
+def peak_rss_mib() -> float:
+    """This worker process's peak resident memory (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _recent_mean(curve: list[tuple[int, float]], window: int = 20) -> float:

@@ -85,6 +85,7 @@ def test_analysis_reads_the_runs_back_and_writes_table_and_figure(smoke):
 def test_second_run_reuses_world_and_teacher(smoke, shared_cache):
     _, _, stdout = smoke
     assert "tiny math world, qwen family" in stdout and "teacher" in stdout
-    worlds = list((shared_cache / "worlds").iterdir())
-    teachers = list((shared_cache / "teachers").iterdir())
+    # Hidden entries are the builders' lock files.
+    worlds = [p for p in (shared_cache / "worlds").iterdir() if not p.name.startswith(".")]
+    teachers = [p for p in (shared_cache / "teachers").iterdir() if not p.name.startswith(".")]
     assert len(worlds) == 1 and len(teachers) == 1

@@ -85,6 +85,6 @@ def test_collate_scores_only_response_tokens_and_batches_cover_ranks(world):
         assert scored.max().item() == len(example.input_ids) - 1
     rank0 = length_grouped_batches(examples, 8, seed=0, rank=0, world_size=2)
     rank1 = length_grouped_batches(examples, 8, seed=0, rank=1, world_size=2)
-    seen0 = {id(e) for _ in range(4) for e in next(rank0)}
-    seen1 = {id(e) for _ in range(4) for e in next(rank1)}
+    seen0 = {i for _ in range(4) for i in next(rank0)}  # example indices
+    seen1 = {i for _ in range(4) for i in next(rank1)}
     assert len(seen0) == len(seen1) == 32 and not seen0 & seen1

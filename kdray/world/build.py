@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 from kdray.cache import build_once, content_key
 from kdray.config import to_dict
+from kdray.console import say
 from kdray.prompts import format_prompt
 from kdray.world.domains import WorldConfig, domain_of, generate_splits
 from kdray.world.tokenizer import save_tokenizer, train_tokenizer
@@ -130,5 +131,5 @@ def build_world(config: WorldConfig, cache_dir: Path, family: str = "qwen") -> t
         }
         (staging / "world.json").write_text(json.dumps(manifest, indent=1))
 
-    root, built = build_once(folder, build)
+    root, built = build_once(folder, build, verify=True, on_rebuild=say)
     return World(root, config, family), built
