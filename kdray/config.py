@@ -158,6 +158,10 @@ class TrainConfig:
     """Module names that get adapters (the study: q, k, v, up and down projections)."""
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    length_group_window: int = 1
+    """Batches per window that are sorted by length before being cut (less padding). 1 draws
+    every batch at random: grouping 50 batches ran 1.5x more steps/s here, but its batches of
+    alike problems left a 300-step student at 2.3x the held-out KL (benchmarks/vs_trl.py)."""
     seed: int = 0
     zero_stage: int = 0
     """DeepSpeed ZeRO stage 0-3."""
@@ -217,6 +221,10 @@ class TrainConfig:
             f"eval_every must be >= 1 step, got {self.eval_every}",
         )
         _check(self.max_length >= 8, f"max_length must be >= 8 tokens, got {self.max_length}")
+        _check(
+            self.length_group_window >= 1,
+            f"length_group_window must be >= 1, got {self.length_group_window}",
+        )
         _check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")
         _check(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
         _check(

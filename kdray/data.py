@@ -68,7 +68,7 @@ def length_grouped_batches(
     seed: int,
     rank: int = 0,
     world_size: int = 1,
-    group_factor: int = 50,
+    group_factor: int = 1,
 ) -> Iterator[list[int]]:
     """Endless batches of example indices for one data-parallel rank: each epoch is shuffled,
     sorted by length within windows of group_factor batches, cut into batches, and the batches

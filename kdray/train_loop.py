@@ -136,8 +136,9 @@ def train_worker(config: dict[str, Any]) -> None:
         spec.train, steps=spec.train.resolved_steps(len(examples["train"]), world_size), epochs=None
     )
     batches = length_grouped_batches(
-        examples["train"], train.batch_size, train.seed, rank, world_size
-    )
+        examples["train"], train.batch_size, train.seed, rank, world_size,
+        train.length_group_window,
+    )  # fmt: skip
     model = load_model(spec.init_dir, device)
     if train.finetune == "lora":
         model = with_lora(model, train)
