@@ -50,7 +50,7 @@ def trial_rows(outcome) -> list[dict]:
                 "trial": run.info.run_name,
                 "method": params.get("method"),
                 "signal": params.get("teacher_signal"),
-                "step_seconds": metrics["train_seconds"] / metrics["step"],
+                "step_seconds": 1 / metrics["steps_per_second"],
                 "score": metrics.get("score"),
             }
         )
