@@ -108,6 +108,12 @@ def study_parser(name: str, description: str) -> OneLineParser:
         "online (run the teacher every step) or cache (required)",
     )
     parser.add_argument(
+        "--teacher-placement",
+        choices=["replica", "zero3", "actor"],
+        help="online teacher: replica (a copy per worker; default), zero3 (sharded over the "
+        "trial's workers) or actor (served by a Ray actor of its own)",
+    )
+    parser.add_argument(
         "--cache-top-k", type=int, help="tokens per position in a top-k teacher cache (64)"
     )
     parser.add_argument("--grad-accum-steps", type=int, help="micro-batches per optimizer step")
@@ -168,6 +174,7 @@ def config_from_args(name: str, args: argparse.Namespace) -> StudyConfig:
         "loss_tokens": args.loss_tokens,
         "teacher_signal": args.teacher_signal,
         "cache_top_k": args.cache_top_k,
+        "teacher_placement": args.teacher_placement,
         "gkd_temperature_in_loss": False if args.gkd_ignore_temperature else None,
         "scale_by_t2": False if args.no_t2_scaling else None,
     }

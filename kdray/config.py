@@ -24,6 +24,7 @@ FINETUNE_MODES = ("full", "lora")
 LR_SCHEDULES = ("cosine", "linear")
 DECODING = ("greedy", "sampling")
 TEACHER_SIGNALS = ("auto", "online", "cache")
+TEACHER_PLACEMENTS = ("replica", "zero3", "actor")
 STUDY_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
 
 
@@ -69,6 +70,10 @@ class KDConfig:
     log-probs on the training data, computed once and shared by every trial; an error where the
     cache cannot represent the setting) or `auto`: the cache where it is exact or measured
     harmless, online otherwise (kdray/teacher_signal.py has the rules)."""
+    teacher_placement: str = "replica"
+    """Where an online teacher runs (kdray/teacher_placement.py): `replica` (a full copy in
+    every worker), `zero3` (sharded over the trial's ranks by a DeepSpeed ZeRO-3 engine) or
+    `actor` (a Ray actor of its own serves the logits). `--dry-run` prints each one's memory."""
     cache_top_k: int = 64
     """Tokens per position a top-k cache keeps (with one bucket for the remaining mass)."""
     cache_full_vocab_limit: int = 8192
@@ -111,6 +116,11 @@ class KDConfig:
             self.teacher_signal in TEACHER_SIGNALS,
             f"unknown teacher_signal {self.teacher_signal!r}: "
             f"choose one of {', '.join(TEACHER_SIGNALS)}",
+        )
+        _check(
+            self.teacher_placement in TEACHER_PLACEMENTS,
+            f"unknown teacher_placement {self.teacher_placement!r}: "
+            f"choose one of {', '.join(TEACHER_PLACEMENTS)}",
         )
         _check(self.cache_top_k >= 1, f"cache_top_k must be >= 1, got {self.cache_top_k}")
         _check(

@@ -19,9 +19,12 @@ counts, in GiB:
   plus under ZeRO-3 the layers gathered for compute (current + prefetched: 2 layers).
 
 ZeRO over `gpus` data-parallel ranks: stage 1 shards optimizer states, 2 also gradients, 3 also
-the student's weights. Assumption: under ZeRO-3 the frozen teacher is sharded too (DeepSpeed
-can wrap it with the same stage-3 config and no optimizer); pass shard_teacher=False when each
-rank holds a full copy. Micro batch is per GPU, so activations and logits do not shrink.
+the student's weights. The online teacher's placement (kdray/teacher_placement.py) decides its
+share: "replica" keeps a full copy on every rank, "zero3" shards it over the ranks (a stage-3
+engine without optimizer, whatever the student's stage), "actor" keeps it off the training GPUs
+on a Ray actor of its own (estimate_teacher_server_memory sizes that GPU); the teacher's logits
+reach the loss in every placement. Micro batch is per GPU, so activations and logits do not
+shrink.
 
 Ignored: fragmentation, the teacher's transient forward activations, the loss's softmax
 temporaries beyond the counted tensors, communication buckets and DeepSpeed's other buffers,
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from kdray.config import TEACHER_PLACEMENTS
 from kdray.errors import ConfigError
 from kdray.hub_zoo import HubModel
 
@@ -106,9 +110,14 @@ def estimate_trial_memory(
     zero_stage: int = 0,
     gpus: int = 1,
     gradient_checkpointing: bool = False,
-    shard_teacher: bool = True,
+    teacher_placement: str = "replica",
 ) -> MemoryEstimate:
     """Per-GPU memory estimate of one KD trial (student trained, teacher frozen)."""
+    if teacher_placement not in TEACHER_PLACEMENTS:
+        raise ConfigError(
+            f"teacher_placement must be one of {', '.join(TEACHER_PLACEMENTS)}, "
+            f"got {teacher_placement!r}"
+        )
     if finetune not in ("lora", "full"):
         raise ConfigError(f"finetune must be 'lora' or 'full', got {finetune!r}")
     if zero_stage not in (0, 1, 2, 3):
@@ -120,7 +129,8 @@ def estimate_trial_memory(
     shard_optimizer = gpus if zero_stage >= 1 else 1
     shard_grads = gpus if zero_stage >= 2 else 1
     shard_weights = gpus if zero_stage >= 3 else 1
-    shard_frozen = shard_weights if shard_teacher else 1
+    shard_teacher = teacher_placement == "zero3"
+    teacher_here = teacher is not None and teacher_placement != "actor"
 
     if finetune == "lora":
         trainable = lora_parameters(student, lora_rank, lora_targets)
@@ -143,17 +153,18 @@ def estimate_trial_memory(
         logit_bytes += tokens * teacher.vocab_size * 4
 
     overhead_bytes = CUDA_OVERHEAD_GIB * GIB
+    gathered = []  # layers a ZeRO-3 forward gathers (current + prefetched)
     if zero_stage == 3 and gpus > 1:
-        largest = max(
-            [student.layer_parameters]
-            + ([teacher.layer_parameters] if teacher is not None and shard_teacher else [])
-        )
-        overhead_bytes += 2 * largest * dtype_bytes
+        gathered.append(student.layer_parameters)
+    if teacher_here and shard_teacher and gpus > 1:
+        gathered.append(teacher.layer_parameters)
+    if gathered:
+        overhead_bytes += 2 * max(gathered) * dtype_bytes
 
     parts = {
         "student_weights": student_bytes / shard_weights / GIB,
-        "teacher_weights": (teacher.parameters * dtype_bytes / shard_frozen / GIB)
-        if teacher is not None
+        "teacher_weights": (teacher.parameters * dtype_bytes / (gpus if shard_teacher else 1) / GIB)
+        if teacher_here
         else 0.0,
         "trainable_optimizer": optimizer_bytes / GIB,
         "activations": activation_bytes / GIB,
@@ -176,8 +187,69 @@ def gpus_per_trial(
         if estimate.total <= gpu_memory_gib:
             return gpus
     pair = f"{teacher.name} -> {student.name}" if teacher is not None else student.name
+    placement = kwargs.get("teacher_placement", "replica") if teacher is not None else None
     raise ConfigError(
         f"{pair} needs about {estimate.total:.0f} GiB per GPU even on {GPU_COUNTS[-1]} GPUs "
-        f"with ZeRO-3 (estimate, {gpu_memory_gib:g} GiB GPUs): use LoRA, gradient "
-        "checkpointing or a smaller micro batch / sequence length"
+        f"with ZeRO-3 (estimate, {gpu_memory_gib:g} GiB GPUs"
+        + (f", teacher placement {placement}" if placement else "")
+        + "): use LoRA, gradient checkpointing, a smaller micro batch / sequence length"
+        + (", another teacher placement or the teacher cache" if placement else "")
     )
+
+
+def estimate_teacher_server_memory(
+    teacher: HubModel, *, micro_batch: int = 4, seq_len: int = 256, dtype_bytes: int = 2
+) -> float:
+    """GiB on the GPU of the "actor" placement's teacher server: its weights, the fp32 logits of
+    one micro-batch it returns, and the CUDA overhead (forward activations are transient)."""
+    logits = micro_batch * seq_len * teacher.vocab_size * 4
+    return (teacher.parameters * dtype_bytes + logits) / GIB + CUDA_OVERHEAD_GIB
+
+
+def teacher_forward_gpus(
+    teacher: HubModel, gpu_memory_gib: float = 80.0, *, micro_batch: int = 4, seq_len: int = 256
+) -> int:
+    """The fewest GPUs (1, 2, 4, 8) whose memory holds the teacher's forward (a cache build
+    task, or the actor placement's server); ConfigError (one line) when 8 do not."""
+    need = estimate_teacher_server_memory(teacher, micro_batch=micro_batch, seq_len=seq_len)
+    for gpus in GPU_COUNTS:  # weights and logits spread over the GPUs, each with its overhead
+        if (need - CUDA_OVERHEAD_GIB) / gpus + CUDA_OVERHEAD_GIB <= gpu_memory_gib:
+            return gpus
+    raise ConfigError(
+        f"{teacher.name}'s forward needs about {need:.0f} GiB: more than {GPU_COUNTS[-1]} x "
+        f"{gpu_memory_gib:g} GiB GPUs (estimate)"
+    )
+
+
+def placement_estimates(
+    student: HubModel, teacher: HubModel, gpu_memory_gib: float = 80.0, **options
+) -> dict[str, str]:
+    """One line per teacher placement: the fewest GPUs (1, 2, 4, 8) that hold a trial with the
+    teacher there, the GiB per training GPU, and for `actor` the teacher server's own GPU."""
+    lines = {}
+    single_stage = options.pop("zero_stage", 0)
+    for placement in TEACHER_PLACEMENTS:
+        try:
+            gpus = gpus_per_trial(
+                student, teacher, gpu_memory_gib, zero_stage=single_stage,
+                teacher_placement=placement, **options,
+            )  # fmt: skip
+        except ConfigError:
+            lines[placement] = f"does not fit on {GPU_COUNTS[-1]} x {gpu_memory_gib:g} GiB GPUs"
+            continue
+        estimate = estimate_trial_memory(
+            student, teacher, gpus=gpus, zero_stage=single_stage if gpus == 1 else 3,
+            teacher_placement=placement, **options,
+        )  # fmt: skip
+        line = f"{gpus} GPU(s) x {estimate.total:.1f} GiB"
+        if placement == "actor":
+            server = estimate_teacher_server_memory(
+                teacher,
+                micro_batch=options.get("micro_batch", 4),
+                seq_len=options.get("seq_len", 256),
+                dtype_bytes=options.get("dtype_bytes", 2),
+            )
+            fits = "" if server <= gpu_memory_gib else " (more than one GPU: not supported)"
+            line += f" + the teacher server's GPU: {server:.1f} GiB{fits}"
+        lines[placement] = line
+    return lines

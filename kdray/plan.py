@@ -9,14 +9,23 @@ from dataclasses import dataclass
 
 from kdray.errors import ConfigError
 from kdray.hub_zoo import check_pair, hub_model
-from kdray.memory_plan import estimate_trial_memory, gpus_per_trial
+from kdray.memory_plan import (
+    estimate_trial_memory,
+    gpus_per_trial,
+    placement_estimates,
+    teacher_forward_gpus,
+)
 from kdray.study_config import StudyConfig
 from kdray.tasks import tasks_for_domain
+from kdray.teacher_signal import CACHE_FULL, CACHE_TOP_K, ONLINE, choose_teacher_signal
 
 GPU_MEMORY_GIB = 80.0
 """The GPU the plan sizes trials for (A100/H100 80 GB)."""
 TRAIN_SET_EXAMPLES = {"math": 10_000, "commonsense": 15_000, "instruction": 15_011}
 """Nominal sizes of Math10K, Commonsense15K and Dolly-15K, for the planned step counts."""
+TINY_VOCAB_BOUND = 1024
+"""The tiny world's tokenizers stay under this many tokens, far below cache_full_vocab_limit,
+so its plan can pick teacher signals without building them."""
 
 
 @dataclass(frozen=True)
@@ -39,15 +48,71 @@ def plan_pairs(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> l
     ]
     for teacher, student in config.teacher_student_pairs():
         settings = config.kd_settings()
-        logits = any(kd.needs_teacher_logits for kd in settings)
-        gpus, memory = _size(config, student, teacher if logits else None, gpu_memory_gib)
+        signals = teacher_signals(config, teacher)
+        online = ONLINE in signals  # cached trials hold no teacher on their GPUs
+        gpus, memory = _size(config, student, teacher if online else None, gpu_memory_gib)
         notes = tuple(check_pair(hub_model(teacher), hub_model(student))) if _hub(config) else ()
+        if any(kind in (CACHE_FULL, CACHE_TOP_K) for kind in signals):
+            cached = sum(kind in (CACHE_FULL, CACHE_TOP_K) for kind in signals)
+            notes += (f"{cached} of {len(settings)} settings read the teacher cache",)
         rows.append(PairPlan(teacher, student, len(settings) * seeds, gpus, memory, notes))
     return rows
 
 
+def teacher_signals(config: StudyConfig, teacher: str) -> list[str]:
+    """The teacher signal kind of each KD setting of the pair (kdray.teacher_signal)."""
+    vocab = hub_model(teacher).tokenizer_vocab if _hub(config) else TINY_VOCAB_BOUND
+    return [choose_teacher_signal(kd, vocab).kind for kd in config.kd_settings()]
+
+
 def _hub(config: StudyConfig) -> bool:
     return config.zoo == "hub"
+
+
+def cache_build_gpus(
+    config: StudyConfig, teacher: str, gpu_memory_gib: float = GPU_MEMORY_GIB
+) -> int:
+    """GPUs each task of a teacher cache build holds: 1 in the tiny world, else as many as the
+    hub teacher's forward needs (kdray.memory_plan.teacher_forward_gpus)."""
+    if not _hub(config):
+        return 1
+    train = config.student_train
+    return teacher_forward_gpus(
+        hub_model(teacher), gpu_memory_gib, micro_batch=train.batch_size, seq_len=train.max_length
+    )
+
+
+def _cache_lines(config: StudyConfig, gpu_memory_gib: float) -> list[str]:
+    cached = [
+        teacher
+        for teacher in config.teachers()
+        if any(kind in (CACHE_FULL, CACHE_TOP_K) for kind in teacher_signals(config, teacher))
+    ]
+    if not cached:
+        return []
+    sizes = []
+    for teacher in cached:
+        try:
+            gpus = cache_build_gpus(config, teacher, gpu_memory_gib)
+            sizes.append(f"{teacher} ({_count(gpus, 'GPU')} per task)")
+        except ConfigError as error:
+            sizes.append(f"{teacher} ({error})")
+    return [
+        "teacher caches (built once per teacher and data, in parallel Ray tasks): "
+        + ", ".join(sizes),
+        "",
+    ]
+
+
+def _memory_options(config: StudyConfig) -> dict:
+    train = config.student_train
+    return dict(
+        finetune=train.finetune,
+        lora_rank=train.lora_rank,
+        lora_targets=train.lora_targets,
+        micro_batch=train.batch_size,
+        seq_len=train.max_length,
+    )
 
 
 def _size(config: StudyConfig, student: str, teacher: str | None, gpu_memory_gib: float):
@@ -55,14 +120,7 @@ def _size(config: StudyConfig, student: str, teacher: str | None, gpu_memory_gib
     if not _hub(config):
         return None, None
     train = config.student_train
-    options = dict(
-        finetune=train.finetune,
-        lora_rank=train.lora_rank,
-        lora_targets=train.lora_targets,
-        micro_batch=train.batch_size,
-        seq_len=train.max_length,
-        shard_teacher=False,  # today each rank holds the whole teacher
-    )
+    options = dict(_memory_options(config), teacher_placement=config.kd.teacher_placement)
     s, t = hub_model(student), hub_model(teacher) if teacher else None
     try:
         gpus = gpus_per_trial(s, t, gpu_memory_gib, zero_stage=train.zero_stage, **options)
@@ -81,8 +139,9 @@ def gpus_needed(
     if gpus is None:
         pair = f"{teacher} -> {student}" if teacher else student
         raise ConfigError(
-            f"{pair} does not fit on 8 x {gpu_memory_gib:g} GiB GPUs while every rank holds "
-            "the whole teacher (estimate): leave this pair out (--teacher/--students)"
+            f"{pair} does not fit on 8 x {gpu_memory_gib:g} GiB GPUs with teacher placement "
+            f"{config.kd.teacher_placement} (estimate): try --teacher-placement zero3 or actor, "
+            "or leave this pair out (--teacher/--students)"
         )
     return gpus
 
@@ -152,6 +211,9 @@ def format_plan(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> 
                 else f"{teacher} (> 8 GPUs)"
             )
         lines += [f"teacher fine-tuning (LoRA SFT on the domain, once): {', '.join(prep)}", ""]
+    if _hub(config):
+        lines += _cache_lines(config, gpu_memory_gib)
+        lines += _placement_lines(config, rows, gpu_memory_gib)
     trials = sum(r.trials for r in rows)
     teachers = config.teachers()
     summary = (
@@ -168,11 +230,31 @@ def format_plan(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> 
         unsized = sum(r.trials for r in rows if r.gpus_per_trial is None)
         if unsized:
             summary += (
-                f"; {unsized} trials do not fit on 8 GPUs while every rank holds the whole "
-                "teacher (cache its log-probs or shard it)"
+                f"; {unsized} trials do not fit on 8 GPUs with teacher placement "
+                f"{config.kd.teacher_placement} (see the placements above)"
             )
     lines.append(summary)
     return "\n".join(lines)
+
+
+def _placement_lines(config: StudyConfig, rows: list[PairPlan], gpu_memory_gib: float) -> list[str]:
+    """Per pair with online-teacher trials: GPUs and memory of each teacher placement
+    (--teacher-placement picks one)."""
+    lines = []
+    for row in rows:
+        if row.teacher is None or ONLINE not in teacher_signals(config, row.teacher):
+            continue
+        estimates = placement_estimates(
+            hub_model(row.student), hub_model(row.teacher), gpu_memory_gib,
+            zero_stage=config.student_train.zero_stage, **_memory_options(config),
+        )  # fmt: skip
+        chosen = config.kd.teacher_placement
+        lines.append(f"online teacher {row.teacher} -> {row.student}, per placement (estimate):")
+        lines += [
+            f"  {name}{' (chosen)' if name == chosen else ''}: {text}"
+            for name, text in estimates.items()
+        ]
+    return lines + [""] if lines else []
 
 
 def _table(rows: list[PairPlan], hub: bool) -> str:

@@ -35,6 +35,8 @@ class RunSpec:
     teacher_cache: str | None = None
     """Teacher log-prob cache folder (kdray/teacher_cache.py): read instead of running the
     teacher; None runs the teacher online."""
+    teacher_server: str | None = None
+    """Ray actor name of the trial's teacher server (teacher_placement=actor); set by fit()."""
     teacher_responses: str | None = None
     """seqkd: JSON list of the teacher's responses to the training prompts, in order."""
     teacher_predictions: str | None = None

@@ -22,6 +22,7 @@ from kdray.config import flatten, to_dict
 from kdray.console import say
 from kdray.hub_world import HubWorld, build_hub_world
 from kdray.hub_zoo import check_pair
+from kdray.plan import cache_build_gpus
 from kdray.study_config import StudyConfig
 from kdray.teacher import (
     PreparedTeacher,
@@ -199,7 +200,9 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 teacher_predictions=str(teacher.predictions_file) if teacher else None,
                 teacher_responses=responses.get(plan["teacher"]),
             )
-        attach_teacher_signals(plans, cache_root, say)
+        attach_teacher_signals(
+            plans, cache_root, say, lambda teacher: cache_build_gpus(config, teacher)
+        )
         phase_done("teacher_signals")
         for plan in plans:
             plan["spec"] = plan["spec"].to_dict()

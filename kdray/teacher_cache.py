@@ -106,14 +106,21 @@ def compute_shard(
     loss_tokens: str,
     top_k: int | None,
     use_gpu: bool,
+    gpus: int = 1,
 ) -> bytes:
-    """One shard as safetensors bytes: loads the teacher where it runs (a Ray task's worker)."""
+    """One shard as safetensors bytes: loads the teacher where it runs (a Ray task's worker).
+    With gpus > 1 (a teacher whose forward does not fit one GPU) the task holds that many GPUs
+    and the teacher's layers are spread over them (transformers' device_map="auto")."""
     from kdray.train_loop import load_model, quiet_libraries
 
     quiet_libraries()
     device = torch.device("cuda" if use_gpu else "cpu")
     dtype = torch.bfloat16 if use_gpu else torch.float32
-    model = load_model(teacher_dir, device, dtype).eval()
+    if use_gpu and gpus > 1:
+        model = load_model(teacher_dir, None, dtype, device_map="auto").eval()
+        device = model.get_input_embeddings().weight.device
+    else:
+        model = load_model(teacher_dir, device, dtype).eval()
     rows = teacher_rows(model, examples, pad_token_id, vocab_size, loss_tokens, top_k, device)
     return save_safetensors(rows)
 
@@ -122,13 +129,15 @@ ShardRunner = Callable[[list[tuple]], list[bytes]]
 """Computes shards from compute_shard argument tuples: in parallel Ray tasks or in-process."""
 
 
-def ray_shard_runner(use_gpu: bool) -> ShardRunner:
+def ray_shard_runner(use_gpu: bool, gpus: int = 1) -> ShardRunner:
+    """Shards as parallel Ray tasks, each on `gpus` GPUs (with use_gpu) or one CPU."""
+
     def run(jobs: list[tuple]) -> list[bytes]:
         import ray
 
-        resources = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
+        resources = {"num_gpus": gpus, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
         task = ray.remote(**resources)(compute_shard)
-        return ray.get([task.remote(*job) for job in jobs])
+        return ray.get([task.remote(*job, gpus) for job in jobs])
 
     return run
 

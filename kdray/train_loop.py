@@ -50,6 +50,7 @@ from kdray.losses import restrict_to_vocab, training_loss
 from kdray.on_policy import draw_on_policy, sample_batch
 from kdray.run_spec import RunSpec
 from kdray.teacher_cache import TeacherCache
+from kdray.teacher_placement import online_teacher
 from kdray.tracking import RunLogger
 
 PREDICTIONS_FILE = "predictions.json"
@@ -87,12 +88,14 @@ def trial_examples(spec: RunSpec, tokenizer, split: str) -> list[EncodedExample]
 
 
 def load_model(
-    folder: str, device: torch.device, dtype: torch.dtype = torch.float32
+    folder: str, device: torch.device | None, dtype: torch.dtype = torch.float32, **options
 ) -> torch.nn.Module:
-    """A model folder or hub id, from safetensors only (remote code is never run)."""
-    return AutoModelForCausalLM.from_pretrained(
-        folder, dtype=dtype, use_safetensors=True, trust_remote_code=False
-    ).to(device)
+    """A model folder or hub id, from safetensors only (remote code is never run); device
+    None leaves placement to `options` (e.g. device_map)."""
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype, use_safetensors=True, trust_remote_code=False, **options
+    )
+    return model if device is None else model.to(device)
 
 
 def quiet_libraries() -> None:
@@ -146,9 +149,7 @@ def train_worker(config: dict[str, Any]) -> None:
     if spec.kd.needs_teacher_logits and spec.teacher_cache:
         cache = TeacherCache(spec.teacher_cache, spec.kd.loss_tokens)  # verified on load
     elif spec.kd.needs_teacher_logits:
-        # A frozen teacher on GPU runs in bf16, as the student's engine does.
-        dtype = torch.bfloat16 if spec.train.use_gpu else torch.float32
-        teacher = load_model(spec.teacher_dir, device, dtype).eval().requires_grad_(False)
+        teacher = online_teacher(spec, device)
     engine = create_engine(model, train)
     noise = torch.Generator(device=device).manual_seed(spec.train.seed * 7919 + rank)
     on_policy_rng = random.Random(spec.train.seed * 104729 + rank)
@@ -180,8 +181,8 @@ def train_worker(config: dict[str, Any]) -> None:
         student_logits = restrict_to_vocab(engine(**inputs).logits, vocab)
         teacher_logits = None
         if teacher is not None:
-            with torch.no_grad():
-                teacher_logits = restrict_to_vocab(teacher(**inputs).logits, vocab)
+            raw = teacher.logits(batch["input_ids"], batch["attention_mask"])
+            teacher_logits = restrict_to_vocab(raw, vocab)
         elif cache is not None:
             indices = batch["example_index"].tolist()
             chosen = [examples[split][i] for i in indices]

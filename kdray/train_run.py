@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
+import ray
 from ray.train import Checkpoint, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from kdray.run_spec import RunSpec
+from kdray.teacher_placement import needs_server, start_teacher_server
 from kdray.train_loop import train_worker
 
 REPORT_POLL_SECONDS = "0.2"
@@ -40,7 +43,15 @@ def build_trainer(spec: RunSpec, name: str, storage_path: Path, callbacks=()) ->
 
 def fit(spec: RunSpec, name: str, storage_path: Path, callbacks=()) -> Checkpoint:
     """Train and return the final checkpoint (model folder, metrics.json, predictions.json)."""
-    result = build_trainer(spec, name, storage_path, callbacks).fit()
+    server = None
+    if needs_server(spec):  # teacher_placement=actor: the trial's own teacher server
+        server_name, server = start_teacher_server(spec)
+        spec = dataclasses.replace(spec, teacher_server=server_name)
+    try:
+        result = build_trainer(spec, name, storage_path, callbacks).fit()
+    finally:
+        if server is not None:
+            ray.kill(server)
     if result.checkpoint is None:
         raise RuntimeError(f"Train run {name} ended without a checkpoint: {result.error}")
     return result.checkpoint

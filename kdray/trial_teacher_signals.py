@@ -32,10 +32,13 @@ def cache_request(spec: RunSpec, top_k: int | None) -> CacheRequest:
 
 
 def attach_teacher_signals(
-    plans: list[dict[str, Any]], cache_root: Path, say: Callable[[str], None]
+    plans: list[dict[str, Any]],
+    cache_root: Path,
+    say: Callable[[str], None],
+    shard_gpus: Callable[[str], int] = lambda teacher: 1,
 ) -> None:
     """Set each plan's `teacher_signal` params and, for cached ones, its spec's teacher_cache
-    (plans hold RunSpec objects here)."""
+    (plans hold RunSpec objects here). shard_gpus(teacher name): GPUs per cache-build task."""
     built: dict[str, Path] = {}
     for plan in plans:
         spec: RunSpec = plan["spec"]
@@ -49,7 +52,8 @@ def attach_teacher_signals(
         key = request.key()
         if key not in built:
             folder, built_now = build_teacher_cache(
-                request, cache_root, ray_shard_runner(spec.train.use_gpu),
+                request, cache_root,
+                ray_shard_runner(spec.train.use_gpu, shard_gpus(plan["teacher"])),
                 spec.train.use_gpu, on_rebuild=say,
             )  # fmt: skip
             rows = sum(len(examples) for examples in request.splits.values())

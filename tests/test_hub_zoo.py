@@ -123,6 +123,9 @@ def test_full_finetuning_adds_optimizer_states():
 
 def test_gpus_per_trial_on_80_gib_gpus():
     assert gpus_per_trial(HUB_MODELS["qwen2.5-0.5b"], HUB_MODELS["qwen2.5-1.5b"]) == 1
-    assert gpus_per_trial(HUB_MODELS["llama-3.1-8b"], HUB_MODELS["llama-3.1-70b"]) > 1
+    pair = HUB_MODELS["llama-3.1-8b"], HUB_MODELS["llama-3.1-70b"]
+    assert gpus_per_trial(*pair, teacher_placement="zero3") > 1
+    with pytest.raises(ConfigError, match="even on 8 GPUs.*teacher placement replica"):
+        gpus_per_trial(*pair)  # a whole 70B teacher on every GPU
     with pytest.raises(ConfigError, match="even on 8 GPUs"):
-        gpus_per_trial(HUB_MODELS["llama-3.1-8b"], HUB_MODELS["llama-3.1-70b"], 8.0)
+        gpus_per_trial(*pair, 8.0, teacher_placement="zero3")

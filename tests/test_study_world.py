@@ -146,6 +146,24 @@ def test_paper_preset_plans_the_21_pairs():
     assert _config("--preset", "paper", "--domain", "commonsense").student_train.epochs == 3
 
 
+def test_plan_sizes_cached_trials_without_the_teacher_and_prints_placements():
+    """A 70B teacher on every GPU does not fit; its cache (noise-free trials) or a sharded or
+    served placement (noisy trials, online on a 128k vocabulary) does."""
+    flags = ("--preset", "paper", "--teacher", "llama-3.1-70b", "--students", "llama-3.2-1b")
+    flags += ("--temperatures", "1,2")  # T = 5 runs online (kdray.teacher_signal)
+    cached = plan_pairs(_config(*flags))[-1]
+    assert cached.gpus_per_trial == 1 and "4 of 4 settings read the teacher cache" in cached.notes
+    text = format_plan(_config(*flags))
+    assert "llama-3.1-70b (2 GPUs per task)" in text and "per placement" not in text
+    noisy = _config(*flags, "--noise-sigmas", "0,1")
+    assert plan_pairs(noisy)[-1].gpus_per_trial is None  # replica: 131 GiB on every rank
+    text = format_plan(noisy)
+    assert "replica (chosen): does not fit on 8 x 80 GiB GPUs" in text
+    assert "  zero3: 2 GPU(s)" in text and "  actor: 1 GPU(s)" in text
+    sharded = _config(*flags, "--noise-sigmas", "0,1", "--teacher-placement", "zero3")
+    assert plan_pairs(sharded)[-1].gpus_per_trial == 2
+
+
 def test_paper_preset_narrows_to_a_family_or_teacher():
     assert len(_config("--preset", "paper", "--family", "llama").teacher_student_pairs()) == 6
     config = _config("--preset", "paper", "--teacher", "qwen2.5-7b")

@@ -41,6 +41,15 @@ TEACHER = "tiny-qwen2-m"
         (KDConfig(method="gkd", on_policy_fraction=0.0), 300, CACHE_FULL),
         (KDConfig(method="revkd"), 151_665, CACHE_TOP_K),
         (KDConfig(method="kd", noise_sigma=1), 151_665, ONLINE),
+        (KDConfig(method="kd", temperature=2), 151_665, CACHE_TOP_K),
+        (KDConfig(method="kd", temperature=5), 151_665, ONLINE),
+        (
+            KDConfig(
+                method="gkd", temperature=5, gkd_temperature_in_loss=False, on_policy_fraction=0
+            ),
+            151_665,
+            CACHE_TOP_K,
+        ),
         (KDConfig(method="kd", cache_full_vocab_limit=0), 300, CACHE_TOP_K),
     ],
 )
@@ -56,6 +65,7 @@ def test_signal_rules(kd, vocab, kind):
     [
         KDConfig(method="kd", noise_sigma=1, teacher_signal="cache"),
         KDConfig(method="gkd", on_policy_fraction=0.5, teacher_signal="cache"),
+        KDConfig(method="kd", temperature=5, teacher_signal="cache"),
     ],
 )
 def test_a_required_cache_that_cannot_be_exact_is_refused(kd):

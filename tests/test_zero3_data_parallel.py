@@ -1,4 +1,5 @@
-"""ZeRO-3 across 2 data-parallel Ray Train workers: sharded training, gathered export."""
+"""ZeRO-3 across 2 data-parallel Ray Train workers: sharded training, gathered export, and the
+online teacher sharded over the same ranks (teacher_placement=zero3)."""
 
 from mlflow.tracking import MlflowClient
 
@@ -9,6 +10,7 @@ def test_zero3_with_two_workers(tmp_path, shared_cache):
     result = run_study_script(
         "--smoke", "--zero-stage", "3", "--num-workers", "2", "--students", "tiny-qwen2-xs",
         "--methods", "kd", "--experiment", "kdray-zero3", "--cache-dir", str(shared_cache),
+        "--teacher-signal", "online", "--teacher-placement", "zero3",
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -25,6 +27,9 @@ def test_zero3_with_two_workers(tmp_path, shared_cache):
         assert run.info.status == "FINISHED"
         assert run.data.params["config.train.zero_stage"] == "3"
         assert run.data.params["config.train.num_workers"] == "2"
+        if run.data.params["method"] == "kd":
+            assert run.data.params["teacher_signal"] == "online"
+            assert run.data.params["config.kd.teacher_placement"] == "zero3"
         assert 0.0 <= run.data.metrics["accuracy"] <= 100.0
         curve = client.get_metric_history(run.info.run_id, "train_loss")
         assert len(curve) == 20 and all(point.value > 0 for point in curve)
