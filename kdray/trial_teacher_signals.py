@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from kdray.run_spec import RunSpec
 from kdray.teacher_cache import CacheRequest, build_teacher_cache, ray_shard_runner
-from kdray.teacher_signal import choose_teacher_signal
+from kdray.teacher_signal import ONLINE, choose_teacher_signal
 from kdray.train_loop import trial_examples
 
 
@@ -40,12 +40,15 @@ def attach_teacher_signals(
     """Set each plan's `teacher_signal` params and, for cached ones, its spec's teacher_cache
     (plans hold RunSpec objects here). shard_gpus(teacher name): GPUs per cache-build task."""
     built: dict[str, Path] = {}
+    online: dict[str, int] = {}  # placement -> trials
     for plan in plans:
         spec: RunSpec = plan["spec"]
         vocab = len(AutoTokenizer.from_pretrained(spec.tokenizer_dir))
         signal = choose_teacher_signal(spec.kd, vocab)
         plan["params"]["teacher_signal"] = signal.kind
         plan["params"]["teacher_signal_reason"] = signal.reason
+        if signal.kind == ONLINE:
+            online[spec.kd.teacher_placement] = online.get(spec.kd.teacher_placement, 0) + 1
         if not signal.cached:
             continue
         request = cache_request(spec, signal.top_k)
@@ -63,3 +66,8 @@ def attach_teacher_signals(
             )
             built[key] = folder
         plan["spec"] = dataclasses.replace(spec, teacher_cache=str(built[key]))
+    for placement, trials in online.items():
+        say(
+            f"{trials} trial(s) run the teacher online, placement {placement} "
+            "(--teacher-placement; --dry-run prints each placement's memory)"
+        )

@@ -154,5 +154,6 @@ def test_study_trial_with_its_teacher_served_by_an_actor(tmp_path, shared_cache)
     params = kd[0].data.params
     assert params["config.kd.teacher_placement"] == "actor"
     assert params["teacher_signal"] == "online"
+    assert "1 trial(s) run the teacher online, placement actor" in result.stdout
     curve = client.get_metric_history(kd[0].info.run_id, "train_loss")
     assert len(curve) == 20 and all(0 < point.value < 1e3 for point in curve)
