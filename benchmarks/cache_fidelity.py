@@ -159,6 +159,7 @@ def accuracy_part(args) -> dict[str, dict[str, float]]:
     for name, kd_fields in variants.items():
         flags = [
             "--methods", "kd", "--students", "tiny-qwen2-s", "--temperatures", "1,2,5",
+            "--seeds", args.seeds,
             "--tracking-uri", f"sqlite:///{work}/mlflow.db", "--experiment", f"fidelity-{name}",
             "--results-dir", str(work / name),
         ]  # fmt: skip
@@ -170,11 +171,12 @@ def accuracy_part(args) -> dict[str, dict[str, float]]:
             [outcome.experiment_id],
             filter_string=f"tags.`{PARENT_TAG}` = '{outcome.parent_run_id}'",
         )
-        scores[name] = {
-            f"T={float(r.data.params['temperature']):g}": r.data.metrics["score"]
-            for r in runs
-            if r.data.params["method"] == "kd"
-        }
+        by_t: dict[str, list[float]] = {}
+        for run in runs:
+            if run.data.params["method"] == "kd":
+                label = f"T={float(run.data.params['temperature']):g}"
+                by_t.setdefault(label, []).append(run.data.metrics["score"])
+        scores[name] = {label: statistics.mean(by_t[label]) for label in sorted(by_t)}
     return scores
 
 
@@ -182,6 +184,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=64, help="training problems compared")
     parser.add_argument("--accuracy", action="store_true", help="also train the trials")
+    parser.add_argument(
+        "--seeds", default="0", help="accuracy part: seeds per trial, averaged (e.g. 0,1,2)"
+    )
     parser.add_argument("--json", help="also write the measurements here")
     args = parser.parse_args()
     cache = default_config().cache_root()

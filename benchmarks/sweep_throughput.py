@@ -6,6 +6,7 @@ its cached log-probs (cache build included). Prints the ratios the issue targets
 
 - sweep wall: teacher signals (the cache build) + trials, cached / online (target <= 0.5);
   the teacher's own preparation is shared and cached, so it is done before both and excluded;
+  the teacher's earlier caches are removed first, so the build is always counted;
 - step time: a cached `kd` training step / an `sft` step of the same student in the same
   study (target <= 1.2), from each trial's train_seconds / steps.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -75,6 +77,9 @@ def main() -> None:
             "temperature",
             study_parser("temperature", "").parse_args(study_args(args, signal, work)),
         )
+        if signal == "cache":  # the build is part of the sweep: drop any earlier one
+            for folder in (config.cache_root() / "teacher_cache").glob(f"{args.teacher}-*"):
+                shutil.rmtree(folder)
         started = time.time()
         outcomes[signal] = run_study(config)
         walls[signal] = time.time() - started

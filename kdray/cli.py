@@ -114,7 +114,7 @@ def study_parser(name: str, description: str) -> OneLineParser:
         "trial's workers) or actor (served by a Ray actor of its own)",
     )
     parser.add_argument(
-        "--cache-top-k", type=int, help="tokens per position in a top-k teacher cache (64)"
+        "--cache-top-k", type=int, help="tokens per position in a top-k teacher cache (128)"
     )
     parser.add_argument("--grad-accum-steps", type=int, help="micro-batches per optimizer step")
     parser.add_argument(

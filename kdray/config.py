@@ -74,7 +74,7 @@ class KDConfig:
     """Where an online teacher runs (kdray/teacher_placement.py): `replica` (a full copy in
     every worker), `zero3` (sharded over the trial's ranks by a DeepSpeed ZeRO-3 engine) or
     `actor` (a Ray actor of its own serves the logits). `--dry-run` prints each one's memory."""
-    cache_top_k: int = 64
+    cache_top_k: int = 128
     """Tokens per position a top-k cache keeps (with one bucket for the remaining mass)."""
     cache_full_vocab_limit: int = 8192
     """Vocabularies up to this size are cached whole, which is exact for every T and sigma;
