@@ -75,8 +75,9 @@ def trials_in_flight(config: StudyConfig, workers: int | None = None) -> int:
         return config.max_concurrent
     resources = ray.cluster_resources()
     train = config.student_train
-    if train.use_gpu:
-        return max(1, int(resources.get("GPU", 0) // (workers or train.num_workers)))
+    if train.use_gpu:  # the actor placement's teacher server takes one more GPU per trial
+        server = 1 if config.kd.teacher_placement == "actor" else 0
+        return max(1, int(resources.get("GPU", 0) // ((workers or train.num_workers) + server)))
     per_trial = train.num_workers * train.cpus_per_worker + DRIVER_CPUS
     return max(1, math.floor(resources.get("CPU", 1) / per_trial + 1e-9))
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import ray
 import torch
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from kdray.deepspeed_engine import deepspeed_config
 
@@ -151,6 +152,8 @@ def start_teacher_server(spec: RunSpec) -> tuple[str, object]:
     server = TeacherServer.options(
         name=name,
         namespace=SERVER_NAMESPACE,
+        # Outside the Tune trial's placement group, as Train's own controller and workers are.
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
         num_gpus=1 if use_gpu else 0,
         num_cpus=1 if use_gpu else SERVER_CPUS_WITHOUT_GPU,
     ).remote(spec.teacher_dir, use_gpu, max(1, round(spec.train.cpus_per_worker)))

@@ -60,17 +60,21 @@ def test_hold_out_refuses_more_validation_items_than_usable_golds():
 def test_paper_trials_run_on_hub_ids_with_the_gpus_they_need(math_data, tmp_path):
     args = study_parser("temperature", "").parse_args(
         ["--preset", "paper", "--family", "qwen", "--methods", "kd,seqkd", "--temperatures", "1"]
+        + ["--noise-sigmas", "0,1"]
     )
     config = config_from_args("temperature", args)
     world, _ = build_hub_world("math", tmp_path / "cache", str(math_data), validation_items=20)
     plans = config.trial_plans(world)
-    assert len(plans) == 5 + 15 * 2  # sft per student + (kd, seqkd) per pair
+    assert len(plans) == 5 + 15 * 3  # sft per student + (kd at sigma 0 and 1, seqkd) per pair
     assert len({p["key"] for p in plans}) == len(plans)
     by_key = {p["key"]: p for p in plans}
-    big = by_key["qwen2.5-32b>qwen2.5-14b|kd|T=1|sigma=0|seed=6"]
+    # Noise on a 152k vocabulary runs the 32B teacher online: it needs more than one GPU.
+    big = by_key["qwen2.5-32b>qwen2.5-14b|kd|T=1|sigma=1|seed=6"]
     assert big["spec"].init_dir == "Qwen/Qwen2.5-14B" and big["teacher"] == "qwen2.5-32b"
     assert big["spec"].tokenizer_dir == "Qwen/Qwen2.5-14B"
     assert big["spec"].train.num_workers > 1 and big["spec"].train.zero_stage == 3
+    cached = by_key["qwen2.5-32b>qwen2.5-14b|kd|T=1|sigma=0|seed=6"]  # reads the top-k cache
+    assert cached["spec"].train.num_workers == 1
     assert big["params"]["vocab_compared"] == 151_665
     small = by_key["qwen2.5-1.5b>qwen2.5-0.5b|kd|T=1|sigma=0|seed=6"]
     assert small["spec"].train.num_workers == 1 and small["spec"].train.use_gpu
