@@ -106,25 +106,24 @@ class _ChunkedTokenLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, student, teacher, targets, weights, per_token, chunk, needs_grad):
-        rows = student.shape[0]
         grad = torch.zeros_like(student) if needs_grad else None
         total = torch.zeros((), dtype=torch.float32, device=student.device)
-        for start in range(0, rows, chunk):
-            stop = min(rows, start + chunk)
-            chunk_weights = weights[start:stop]
-            if not bool((chunk_weights != 0).any()):
-                continue
+        # Only scored rows are evaluated: prompts and padding (often most of a batch) cost
+        # nothing, and their gradient rows stay zero.
+        scored = torch.nonzero(weights, as_tuple=True)[0]
+        for start in range(0, scored.numel(), chunk):
+            index = scored[start : start + chunk]
             with torch.enable_grad():
-                piece = student[start:stop].detach().float().requires_grad_(needs_grad)
+                piece = student[index].detach().float().requires_grad_(needs_grad)
                 values = per_token(
                     piece,
-                    None if teacher is None else teacher[start:stop],
-                    None if targets is None else targets[start:stop],
+                    None if teacher is None else teacher[index],
+                    None if targets is None else targets[index],
                 )
-                loss = (values * chunk_weights).sum()
+                loss = (values * weights[index]).sum()
                 if needs_grad:
                     (piece_grad,) = torch.autograd.grad(loss, piece)
-                    grad[start:stop] = piece_grad.to(grad.dtype)
+                    grad.index_copy_(0, index, piece_grad.to(grad.dtype))
             total += loss.detach()
         # Kept as a plain attribute, not save_for_backward: backward hands the tensor over and
         # drops the reference, so autograd can adopt it as .grad instead of copying it.
@@ -365,9 +364,13 @@ def training_loss(
     k = kd.seqkd_kd_weight. `teacher_logits` may be full logits (online, or a full-vocabulary
     cache of log-probs: exact, noise included) or a SparseTeacher (top-k cache: no noise)."""
     logits, targets, mask = next_token_alignment(student_logits, labels)
-    ce = cross_entropy(logits, targets, mask, normalizer, kd.chunk_tokens)
     if not kd.needs_teacher_logits:
+        ce = cross_entropy(logits, targets, mask, normalizer, kd.chunk_tokens)
         return ce, {"ce": ce.item()}
+    weight = kd.seqkd_kd_weight if kd.method == "seqkd" else 1 - kd.ce_weight
+    # With no CE in the loss (pure KD, the default) CE is only reported: skip its gradient.
+    ce_input = logits if weight < 1 else logits.detach()
+    ce = cross_entropy(ce_input, targets, mask, normalizer, kd.chunk_tokens)
     if teacher_logits is None:
         raise ValueError(f"method {kd.method!r} needs teacher logits")
     divergence, temperature, scale = method_divergence(kd)
@@ -385,6 +388,5 @@ def training_loss(
         distance = tempered_divergence(
             divergence, logits, teacher, mask, temperature, scale, normalizer, kd.chunk_tokens
         )
-    weight = kd.seqkd_kd_weight if kd.method == "seqkd" else 1 - kd.ce_weight
     loss = weight * distance + (1 - weight) * ce
     return loss, {"ce": ce.item(), "kd": distance.item()}
