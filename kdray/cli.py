@@ -8,7 +8,7 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
-from kdray.config import DECODING, FINETUNE_MODES, METHODS
+from kdray.config import DECODING, FINETUNE_MODES, METHODS, TEACHER_PLACEMENTS
 from kdray.errors import ConfigError, KdrayError
 from kdray.one_line_parser import EXIT_USAGE, OneLineParser
 from kdray.presets import PRESETS
@@ -109,7 +109,7 @@ def study_parser(name: str, description: str) -> OneLineParser:
     )
     parser.add_argument(
         "--teacher-placement",
-        choices=["replica", "zero3", "actor"],
+        choices=TEACHER_PLACEMENTS,
         help="online teacher: replica (a copy per worker; default), zero3 (sharded over the "
         "trial's workers) or actor (served by a Ray actor of its own)",
     )

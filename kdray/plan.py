@@ -26,6 +26,7 @@ TRAIN_SET_EXAMPLES = {"math": 10_000, "commonsense": 15_000, "instruction": 15_0
 TINY_VOCAB_BOUND = 1024
 """The tiny world's tokenizers stay under this many tokens, far below cache_full_vocab_limit,
 so its plan can pick teacher signals without building them."""
+CACHED = (CACHE_FULL, CACHE_TOP_K)
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ def plan_pairs(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> l
         online = ONLINE in signals  # cached trials hold no teacher on their GPUs
         gpus, memory = _size(config, student, teacher if online else None, gpu_memory_gib)
         notes = tuple(check_pair(hub_model(teacher), hub_model(student))) if _hub(config) else ()
-        if any(kind in (CACHE_FULL, CACHE_TOP_K) for kind in signals):
-            cached = sum(kind in (CACHE_FULL, CACHE_TOP_K) for kind in signals)
+        cached = sum(kind in CACHED for kind in signals)
+        if cached:
             notes += (f"{cached} of {len(settings)} settings read the teacher cache",)
         rows.append(PairPlan(teacher, student, len(settings) * seeds, gpus, memory, notes))
     return rows
@@ -86,7 +87,7 @@ def _cache_lines(config: StudyConfig, gpu_memory_gib: float) -> list[str]:
     cached = [
         teacher
         for teacher in config.teachers()
-        if any(kind in (CACHE_FULL, CACHE_TOP_K) for kind in teacher_signals(config, teacher))
+        if any(kind in CACHED for kind in teacher_signals(config, teacher))
     ]
     if not cached:
         return []
