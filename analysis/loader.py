@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from kdray.config import TEACHER_KINDS, score_metric
+
 SCHEMA_COLUMNS = (
     "study",
     "teacher",
@@ -46,10 +48,6 @@ def task_scores(metrics: dict[str, float], prefix: str = "") -> dict[str, float]
     return {k[len(start) :]: v for k, v in metrics.items() if k.startswith(start)}
 
 
-def _metric_name(domain: str) -> str:
-    return "rouge_l" if domain == "instruction" else "accuracy"
-
-
 def _all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str):
     token = None
     while True:
@@ -76,7 +74,7 @@ def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
         base = {c: run.data.params.get(c, "") for c in PARAM_COLUMNS}
         base.update({m: run.data.metrics.get(m) for m in ("agreement", "fidelity")})
         base.update(
-            metric=_metric_name(base["domain"]),
+            metric=score_metric(base["domain"]),
             run_id=run.info.run_id,
             seed=run.data.params.get("seed"),
             role="student",
@@ -92,7 +90,7 @@ def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
         "method": "sft",
         "teacher_kind": params.get("teacher_kind", ""),
         "domain": params.get("domain", ""),
-        "metric": _metric_name(params.get("domain", "")),
+        "metric": score_metric(params.get("domain", "")),
         "run_id": parent_run_id,
         "role": "teacher",
     }
@@ -100,14 +98,22 @@ def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
     if not per_task and "teacher_accuracy" in metrics:
         per_task = {params.get("task", ""): metrics["teacher_accuracy"]}
     rows += [{**teacher, "task": task, "accuracy": score} for task, score in per_task.items()]
-    # Several teachers: `teachers/<name>/score/<task>`
-    names = {k.split("/")[1] for k in metrics if k.startswith("teachers/")}
-    for name in sorted(names):
-        scores = task_scores(metrics, f"teachers/{name}/")
+    # Several teachers: `teachers/<name>/score/<task>`, or `teachers/<name>/<kind>/score/<task>`
+    # when the study compares teacher kinds.
+    prefixes = {}
+    for key in metrics:
+        parts = key.split("/")
+        if parts[0] == "teachers" and len(parts) > 2:
+            kind = parts[2] if parts[2] in TEACHER_KINDS else None
+            prefixes["/".join(parts[: 3 if kind else 2]) + "/"] = (parts[1], kind)
+    for prefix, (name, kind) in sorted(prefixes.items()):
+        scores = task_scores(metrics, prefix)
+        kind = kind or teacher["teacher_kind"]
         rows += [
-            {**teacher, "student": name, "task": task, "accuracy": score, "student_params_b": None}
+            {**teacher, "student": name, "teacher_kind": kind, "task": task, "accuracy": score,
+             "student_params_b": None}
             for task, score in scores.items()
-        ]
+        ]  # fmt: skip
     return _typed(pd.DataFrame(rows, columns=[*SCHEMA_COLUMNS, *EXTRA_COLUMNS]))
 
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
 from kdray import trial_teacher_signals
-from kdray.cli import config_from_args, study_parser
+from kdray.cli import config_from_flags
 from kdray.config import KDConfig
 from kdray.data import collate
 from kdray.losses import SparseTeacher, bucket_log_probs, restrict_to_vocab, training_loss
@@ -55,7 +55,7 @@ SIGMAS = (0.0, 1.0, 2.0, 5.0)
 
 
 def default_config():
-    return config_from_args("temperature", study_parser("temperature", "").parse_args([]))
+    return config_from_flags("temperature")
 
 
 def prepared(world, name: str, train, cache: Path):
@@ -163,7 +163,7 @@ def accuracy_part(args) -> dict[str, dict[str, float]]:
             "--tracking-uri", f"sqlite:///{work}/mlflow.db", "--experiment", f"fidelity-{name}",
             "--results-dir", str(work / name),
         ]  # fmt: skip
-        config = config_from_args("temperature", study_parser("temperature", "").parse_args(flags))
+        config = config_from_flags("temperature", flags)
         config = dataclasses.replace(config, kd=dataclasses.replace(config.kd, **kd_fields))
         outcome = run_study(config)
         client = MlflowClient(outcome.tracking_uri)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from kdray.cli import config_from_args, study_parser
+from kdray.cli import config_from_flags
 from kdray.study import run_study
 from kdray.tracking import PARENT_TAG
 
@@ -73,10 +73,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kdray-sweep-"))
     outcomes, walls = {}, {}
     for signal in ("online", "cache"):
-        config = config_from_args(
-            "temperature",
-            study_parser("temperature", "").parse_args(study_args(args, signal, work)),
-        )
+        config = config_from_flags("temperature", study_args(args, signal, work))
         if signal == "cache":  # the build is part of the sweep: drop any earlier one
             for folder in (config.cache_root() / "teacher_cache").glob(f"{args.teacher}-*"):
                 shutil.rmtree(folder)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from kdray.cli import config_from_args, study_parser
+from kdray.cli import config_from_flags
 from kdray.config import KDConfig
 from kdray.data import collate
 from kdray.losses import restrict_to_vocab, training_loss
@@ -36,7 +36,7 @@ HELD_OUT = 64
 
 def study_config(args):
     flags = ["--teacher", args.teacher, "--students", args.student]
-    return config_from_args("temperature", study_parser("temperature", "").parse_args(flags))
+    return config_from_flags("temperature", flags)
 
 
 def world_and_spec(args):

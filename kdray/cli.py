@@ -13,6 +13,10 @@ from kdray.errors import ConfigError, KdrayError
 from kdray.one_line_parser import EXIT_USAGE, OneLineParser
 from kdray.presets import PRESETS
 from kdray.study_config import StudyConfig
+from kdray.study_designs import DEFAULT_SEARCH_TRIALS, DESIGNS, SMOKE_SEARCH_TRIALS, StudyDesign
+
+EXIT_INTERRUPTED = 130
+"""Exit code of a study stopped by Ctrl-C (128 + SIGINT), resumable with --resume."""
 
 
 def _comma_list(cast: Callable[[str], object], kind: str) -> Callable[[str], tuple]:
@@ -35,13 +39,14 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def study_parser(name: str, description: str) -> OneLineParser:
-    parser = OneLineParser(prog=f"{name}.py", description=description)
+def study_parser(design: StudyDesign) -> OneLineParser:
+    parser = OneLineParser(prog=f"{design.name}.py", description=design.description)
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        default="tiny",
-        help="model/data world: tiny = built offline on this machine (default)",
+        default=design.default_preset,
+        help="model/data world: tiny = built offline on this machine, paper = the study's hub "
+        f"models on a GPU cluster (default {design.default_preset})",
     )
     parser.add_argument(
         "--domain",
@@ -87,6 +92,19 @@ def study_parser(name: str, description: str) -> OneLineParser:
     parser.add_argument("--students", type=_names, help="student models, comma-separated")
     parser.add_argument("--teacher", help="teacher model")
     parser.add_argument("--seeds", type=_integers, help="e.g. 0,1,2")
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        help="grid studies: runs of each setting, seeds counted up from the preset's (default "
+        "1; --seeds wins); optimal: Optuna trials per student size"
+        + (f" (default {DEFAULT_SEARCH_TRIALS})" if design.search else ""),
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the latest unfinished run of this study in the experiment: finished "
+        "trials are kept, the rest run",
+    )
     parser.add_argument("--ce-weight", type=float, help="CE weight in [0, 1] (default 0: pure KD)")
     parser.add_argument("--beta", type=float, help="gkd: JSD interpolation in [0, 1] (0.5)")
     parser.add_argument("--on-policy-fraction", type=float, help="gkd: lambda in [0, 1] (0)")
@@ -147,16 +165,21 @@ def study_parser(name: str, description: str) -> OneLineParser:
     return parser
 
 
-def config_from_args(name: str, args: argparse.Namespace) -> StudyConfig:
+def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConfig:
+    """preset -> the user's flags -> the design's grid, except where a flag already chose."""
+    name = design.name
     config = PRESETS[args.preset](name, smoke=args.smoke, domain=args.domain, family=args.family)
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
     grid = {
-        "teacher_kind": args.teacher_kind,
+        "teacher_kinds": (args.teacher_kind,) if args.teacher_kind else None,
         "methods": args.methods,
         "temperatures": args.temperatures,
         "noise_sigmas": args.noise_sigmas,
         "students": args.students,
         "teacher": args.teacher,
         "seeds": args.seeds,
+        "resume": args.resume or None,
         "max_concurrent": args.max_concurrent,
         "tracking_uri": args.tracking_uri,
         "experiment": args.experiment,
@@ -205,36 +228,63 @@ def config_from_args(name: str, args: argparse.Namespace) -> StudyConfig:
         if not grid["pairs"]:
             raise ConfigError("no pair of the preset matches --teacher/--students (kdray pairs)")
         grid.pop("teacher"), grid.pop("students")
-    return dataclasses.replace(
+    chosen = {k: v for k, v in grid.items() if v is not None}
+    config = dataclasses.replace(
         config,
         kd=kd_template,
         student_train=student_train,
         teacher_train=teacher_train,
         eval=evaluation,
-        **{k: v for k, v in grid.items() if v is not None},
+        **chosen,
     )
+    if args.students:
+        chosen["students"] = True
+    if config.pairs and (args.teacher or args.students):
+        chosen["pairs"] = True  # the user narrowed the preset's pairs
+    fields = {k: v for k, v in design.grid(config, args.smoke).items() if k not in chosen}
+    if args.num_samples and not args.seeds and not design.search:
+        fields["seeds"] = tuple(config.seeds[0] + i for i in range(args.num_samples))
+    return dataclasses.replace(config, **fields)
+
+
+def config_from_flags(name: str, flags: Sequence[str] = ()) -> StudyConfig:
+    """The StudyConfig that `python studies/<name>.py FLAGS` would run."""
+    design = DESIGNS[name]
+    return config_from_args(design, study_parser(design).parse_args(list(flags)))
 
 
 def study_main(
-    name: str,
-    description: str,
-    argv: Sequence[str] | None = None,
-    run: Callable[[StudyConfig], object] | None = None,
+    name: str, argv: Sequence[str] | None = None, run: Callable[..., object] | None = None
 ) -> int:
-    args = study_parser(name, description).parse_args(argv)
+    """A study script's main: parse, validate, then run the design's grid (or search).
+    `run(config)` replaces the study runner in tests."""
+    design = DESIGNS[name]
+    args = study_parser(design).parse_args(argv)
     try:
-        config = config_from_args(name, args)
+        config = config_from_args(design, args)
         if args.dry_run:
             from kdray.plan import format_plan
 
             print(format_plan(config))
             return 0
-        if run is None:
-            from kdray.study import run_study  # Ray, MLflow: only once the input is valid
+        if run is None and design.search:
+            from kdray.search import SearchConfig, run_search  # Ray, Optuna: valid input only
 
-            run = run_study
-        outcome = run(config)
+            trials = SMOKE_SEARCH_TRIALS if args.smoke else DEFAULT_SEARCH_TRIALS
+            search = SearchConfig(
+                num_samples=args.num_samples or trials,
+                score_items=min(SearchConfig.score_items, config.eval.max_items),
+            )
+            outcome = run_search(config, search)
+        else:
+            if run is None:
+                from kdray.study import run_study  # Ray, MLflow: only once the input is valid
+
+                run = run_study
+            outcome = run(config)
     except KdrayError as error:
         print(f"{name}.py: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if getattr(outcome, "interrupted", False):
+        return EXIT_INTERRUPTED
     return 0 if getattr(outcome, "failed", 0) == 0 else 1

@@ -25,6 +25,8 @@ LR_SCHEDULES = ("cosine", "linear")
 DECODING = ("greedy", "sampling")
 TEACHER_SIGNALS = ("auto", "online", "cache")
 TEACHER_PLACEMENTS = ("replica", "zero3", "actor")
+TEACHER_KINDS = ("task-aware", "task-unaware")
+"""`task-aware`: fine-tuned on the domain first; `task-unaware`: the base model as it is."""
 STUDY_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
 
 
@@ -183,6 +185,10 @@ class TrainConfig:
     """One GPU per worker, nccl backend; CPU + gloo otherwise."""
     report_every: int = 100
     """Steps between progress reports (Ray Train polls reports every 2 s, so not every step)."""
+    report_val_score: int = 0
+    """N > 0: every progress report also carries `val_score`, the greedy score on the first N
+    validation items, which a search's ASHA scheduler and Optuna compare trials on (the final
+    report's `val_score` is the full validation score). 0: reports carry the loss only."""
     train_examples: int | None = None
     """Use only the first N training problems (None: the whole split)."""
     eval_every: int | None = None
@@ -206,6 +212,10 @@ class TrainConfig:
         _check(self.num_workers >= 1, f"num_workers must be >= 1, got {self.num_workers}")
         _check(self.cpus_per_worker > 0, f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
+        _check(
+            self.report_val_score >= 0,
+            f"report_val_score must be >= 0 items, got {self.report_val_score}",
+        )
         _check(
             self.grad_accum_steps >= 1,
             f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}",
@@ -280,6 +290,11 @@ class EvalConfig:
             f"sampling temperature must be > 0, got {self.sampling_temperature}",
         )
         _check(self.top_k >= 0, f"top_k must be >= 0 (0: no cut), got {self.top_k}")
+
+
+def score_metric(domain: str) -> str:
+    """What a domain is scored by: ROUGE-L for instruction following, else accuracy."""
+    return "rouge_l" if domain == "instruction" else "accuracy"
 
 
 def _finite(value: float) -> bool:

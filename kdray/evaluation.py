@@ -59,8 +59,10 @@ def generate_responses(
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[dict[str, str]],
     config: EvalConfig,
+    synced_gpus: bool = False,
 ) -> list[str]:
-    """Responses to the study's prompt, decoded without the prompt."""
+    """Responses to the study's prompt, decoded without the prompt. `synced_gpus`: every rank
+    of a ZeRO-3 group generates (each forward gathers the sharded weights collectively)."""
     model.eval()
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
@@ -81,6 +83,7 @@ def generate_responses(
             **batch,
             **decoding,
             max_new_tokens=config.max_new_tokens,
+            synced_gpus=synced_gpus,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )

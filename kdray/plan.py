@@ -56,7 +56,8 @@ def plan_pairs(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> l
         cached = sum(kind in CACHED for kind in signals)
         if cached:
             notes += (f"{cached} of {len(settings)} settings read the teacher cache",)
-        rows.append(PairPlan(teacher, student, len(settings) * seeds, gpus, memory, notes))
+        trials = len(settings) * seeds * len(config.teacher_kinds)
+        rows.append(PairPlan(teacher, student, trials, gpus, memory, notes))
     return rows
 
 
@@ -202,7 +203,7 @@ def format_plan(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> 
                 f"  validation: {config.validation_items} examples held out of the training set"
             )
     lines += ["", _table(rows, _hub(config)), ""]
-    if config.teacher_kind == "task-aware" and _hub(config):
+    if "task-aware" in config.teacher_kinds and _hub(config):
         prep = []
         for teacher in config.teachers():
             gpus, memory = _size(config, teacher, None, gpu_memory_gib)
@@ -221,7 +222,7 @@ def format_plan(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> 
         f"{_count(len(config.teacher_student_pairs()), 'pair')}, "
         f"{_count(len(config.distinct_students()), 'student')}, "
         f"{_count(len(teachers), 'teacher')} ({config.teacher_kind}"
-        + (", each fine-tuned once and cached" if config.teacher_kind == "task-aware" else "")
+        + (", each fine-tuned once and cached" if "task-aware" in config.teacher_kinds else "")
         + f"), {_count(trials, 'trial')}"
     )
     if _hub(config):

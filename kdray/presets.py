@@ -49,6 +49,7 @@ def tiny(
     world = TINY_WORLDS.get(domain, TINY_WORLD)  # an unknown domain fails in StudyConfig
     config = StudyConfig(
         name=name,
+        preset="tiny",
         domain=domain,
         family=family,
         teacher=TINY_TEACHERS.get(family, TINY_TEACHERS["qwen"]),
@@ -64,7 +65,6 @@ def tiny(
     return dataclasses.replace(
         config,
         name=f"{name}-smoke",
-        temperatures=(2.0,),
         world=dataclasses.replace(world, train_size=2000, validation_size=40, test_size=40),
         teacher_train=dataclasses.replace(TINY_TEACHER_TRAIN, steps=120, report_every=60),
         student_train=dataclasses.replace(TINY_STUDENT_TRAIN, steps=20, report_every=10),
@@ -114,6 +114,7 @@ def paper(
     train = dataclasses.replace(PAPER_TRAIN, epochs=PAPER_EPOCHS.get(domain, 3.0))
     return StudyConfig(
         name=name,
+        preset="paper",
         zoo="hub",
         domain=domain,
         family=family or "all",

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from ray import tune
 from kdray.cache import is_complete
 from kdray.config import flatten, to_dict
 from kdray.console import say
+from kdray.errors import KdrayError
 from kdray.hub_world import HubWorld, build_hub_world
 from kdray.hub_zoo import check_pair
 from kdray.plan import cache_build_gpus
@@ -36,6 +38,7 @@ from kdray.tracking import (
     ensure_experiment,
     package_versions,
     resolve_tracking_uri,
+    run_tags,
 )
 from kdray.trial import DRIVER_CPUS, run_trial
 from kdray.trial_teacher_signals import attach_teacher_signals
@@ -53,6 +56,8 @@ class StudyOutcome:
     phase_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     """Wall seconds of `world`, `teachers`, `teacher_signals` (responses and caches),
     `trials` and `summary`."""
+    interrupted: bool = False
+    """Stopped before every trial ended (Ctrl-C): `--resume` continues it."""
 
 
 def connect_ray() -> None:
@@ -85,49 +90,116 @@ def trials_in_flight(config: StudyConfig, workers: int | None = None) -> int:
 class ProgressCallback(tune.Callback):
     """One line per finished trial: trials done / running / left, and the best so far."""
 
-    def __init__(self, total: int):
-        self.total, self.done, self.failed, self.started = total, 0, 0, time.time()
+    def __init__(self, total: int, name_of: Callable[[dict], str] | None = None):
+        self.total = total
+        self.name_of = name_of or (lambda config: config["plan"]["run_name"])
+        self.started = time.time()
         self.best: tuple[float, str] | None = None
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
         score = (trial.last_result or {}).get("score")
-        name = trial.config["plan"]["run_name"]
+        name = self.name_of(trial.config)
         if score is not None and (self.best is None or score > self.best[0]):
             self.best = (score, name)
-        self._line(trials, f"{name}: score {score:.1f}" if score is not None else name)
+        what = f"{name}: score {score:.1f}" if score is not None else f"{name}: stopped early"
+        self._line(trials, trial, what)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.done += 1
-        self.failed += 1
-        self._line(trials, f"{trial.config['plan']['run_name']}: FAILED")
+        self._line(trials, trial, f"{self.name_of(trial.config)}: FAILED")
 
-    def _line(self, trials, what: str) -> None:
-        running = sum(t.status == "RUNNING" for t in trials)
+    def _line(self, trials, ending, what: str) -> None:
+        # Counted from the trials' states, so a resumed study counts its earlier trials too;
+        # the trial that is ending has not changed state yet.
+        others = [t for t in trials if t is not ending]
+        done = 1 + sum(t.status in ("TERMINATED", "ERROR") for t in others)
+        running = sum(t.status == "RUNNING" for t in others)
         best = f"; best {self.best[0]:.1f} ({self.best[1]})" if self.best else ""
         say(
-            f"[{self.done}/{self.total} done, {running} running, {self.total - self.done} left, "
+            f"[{done}/{self.total} done, {running} running, {self.total - done} left, "
             f"{time.time() - self.started:.0f}s] {what}{best}"
         )
 
 
-def run_study(config: StudyConfig) -> StudyOutcome:
-    from analysis.report import write_study_summary  # analysis reads runs back from MLflow
+@dataclass
+class PhaseClock:
+    """Wall seconds of a study's phases, for the closing line and StudyOutcome."""
 
+    started: float = dataclasses.field(default_factory=time.time)
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    last: float = dataclasses.field(default_factory=time.time)
+
+    def done(self, name: str) -> None:
+        now = time.time()
+        self.phases[name], self.last = now - self.last, now
+
+
+@dataclass
+class PreparedStudy:
+    """A study ready for its trials: parent run open, teachers and caches built."""
+
+    config: StudyConfig
+    client: MlflowClient
+    tracking_uri: str
+    experiment_id: str
+    parent_id: str
+    tags: dict[str, str]
+    storage: Path
+    """Ray results folder of the study's Tune experiments."""
+    plans: list[dict]
+    """The grid's trial plans, specs as dicts with teachers and signals attached."""
+    clock: PhaseClock
+
+    def context(self) -> dict:
+        """What every trial driver needs to write to the study's runs."""
+        return {
+            "tracking_uri": self.tracking_uri,
+            "experiment_id": self.experiment_id,
+            "parent_run_id": self.parent_id,
+            "storage_path": str(self.storage),
+            "tags": self.tags,
+        }
+
+
+def run_study(config: StudyConfig) -> StudyOutcome:
+    """Run a study's grid as one Tune experiment (or --resume an interrupted one)."""
+    if config.resume:  # before anything is built or written: a wrong --resume costs nothing
+        return _resume_study(config, resolve_tracking_uri(config.tracking_uri))
+    study = prepare_study(config)
+    plans = study.plans
+    try:
+        # Tune's TensorBoard logger reports at INFO every config value it cannot chart.
+        logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
+        concurrent = trials_in_flight(config, max(p["spec"]["train"]["num_workers"] for p in plans))
+        say(f"running {len(plans)} trials, {concurrent} at a time")
+        name = f"{config.name}-{study.parent_id[:8]}"
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, {"cpu": DRIVER_CPUS}),
+            param_space={"plan": tune.grid_search(plans), "study": study.context()},
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(study.storage),
+                verbose=0,
+                callbacks=[ProgressCallback(len(plans))],
+            ),
+        )
+        study.client.set_tag(study.parent_id, TUNE_PATH_TAG, str(study.storage / name))
+        study.client.set_tag(study.parent_id, PLANNED_TRIALS_TAG, str(len(plans)))
+    except BaseException:
+        study.client.set_terminated(study.parent_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    return _fit_and_summarise(config, tuner, study.tracking_uri, study.parent_id, study.clock)
+
+
+def prepare_study(config: StudyConfig) -> PreparedStudy:
+    """World, parent run, teachers, seqkd responses and teacher caches: everything the trials
+    share, built (or reused from the cache) once before any trial starts."""
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     cache_root = config.cache_root()
-    started = time.time()
-
-    phases: dict[str, float] = {}
-    clock = [time.time()]
-
-    def phase_done(name: str) -> None:
-        now = time.time()
-        phases[name] = now - clock[0]
-        clock[0] = now
+    clock = PhaseClock()
 
     world = _world(config, cache_root)
-    phase_done("world")
+    clock.done("world")
 
     notes = []
     for teacher_name, student in config.teacher_student_pairs():
@@ -137,13 +209,14 @@ def run_study(config: StudyConfig) -> StudyOutcome:
 
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, config.experiment_name, tracking_uri)
+    tags = run_tags(config.preset, config.domain, config.name)
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     parent = client.create_run(
         experiment_id,
         run_name=f"{config.name} {stamp}",
         tags={
+            **tags,
             "kdray.role": "study",
-            "kdray.study": config.name,
             RUN_NAME_TAG: f"{config.name} {stamp}",
         },
     )
@@ -171,85 +244,160 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         connect_ray()
         storage = cache_root / "ray_results"
         plans = config.trial_plans(world)  # before teachers: a pair that cannot fit fails now
-        teachers = {}
-        for name in config.teachers():
-            teacher = _teacher(
-                config, world, name, storage, client, experiment_id, tracking_uri, parent_id
-            )
-            teachers[name] = teacher
-            _log_teacher(parent_log, teacher, None if single else name)
-            metric = "ROUGE-L" if config.domain == "instruction" else "accuracy"
-            say(
-                f"{config.teacher_kind} teacher {name}: test {metric} "
-                f"{teacher.metrics['score']:.1f}"
-            )
-        phase_done("teachers")
+        teachers: dict[tuple[str, str], PreparedTeacher] = {}
+        for kind in config.teacher_kinds:
+            for name in config.teachers():
+                teacher = _teacher(
+                    config, world, name, kind, storage, client, experiment_id, tracking_uri,
+                    parent_id,
+                )  # fmt: skip
+                teachers[name, kind] = teacher
+                label = name if len(config.teachers()) > 1 else None
+                if len(config.teacher_kinds) > 1:
+                    label = f"{name}/{kind}"
+                _log_teacher(parent_log, teacher, label)
+                metric = "ROUGE-L" if config.domain == "instruction" else "accuracy"
+                say(f"{kind} teacher {name}: test {metric} {teacher.metrics['score']:.1f}")
+        clock.done("teachers")
         responses = {}
         count = config.student_train.train_examples
-        for name in {p["teacher"] for p in plans if p["spec"].kd.method == "seqkd"}:
+        for name, kind in {
+            (p["teacher"], p["teacher_kind"]) for p in plans if p["spec"].kd.method == "seqkd"
+        }:
             file, built = prepare_teacher_responses(
-                teachers[name], world, count, config.eval, config.student_train.use_gpu
+                teachers[name, kind], world, count, config.eval, config.student_train.use_gpu
             )
-            responses[name] = str(file)
+            responses[name, kind] = str(file)
             say(f"{name}'s responses for seqkd {'generated' if built else 'reused'}: {file}")
         for plan in plans:
-            # An sft student is compared with the study's teacher when there is just one.
-            teacher = teachers.get(plan["teacher"] or single)
+            # An sft student is compared with the study's (first kind of) teacher when there
+            # is just one teacher.
+            kind = plan["teacher_kind"] or config.teacher_kinds[0]
+            teacher = teachers.get((plan["teacher"] or single, kind))
             plan["spec"] = dataclasses.replace(
                 plan["spec"],
                 teacher_dir=str(teacher.folder) if plan["teacher"] else None,
                 teacher_predictions=str(teacher.predictions_file) if teacher else None,
-                teacher_responses=responses.get(plan["teacher"]),
+                teacher_responses=responses.get((plan["teacher"], plan["teacher_kind"])),
             )
         attach_teacher_signals(
             plans, cache_root, say, lambda teacher: cache_build_gpus(config, teacher)
         )
-        phase_done("teacher_signals")
+        clock.done("teacher_signals")
         for plan in plans:
             plan["spec"] = plan["spec"].to_dict()
-        # Tune's TensorBoard logger reports at INFO every config value it cannot chart.
-        logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
-        concurrent = trials_in_flight(config, max(p["spec"]["train"]["num_workers"] for p in plans))
-        say(f"running {len(plans)} trials, {concurrent} at a time")
-        tuner = tune.Tuner(
-            tune.with_resources(run_trial, {"cpu": DRIVER_CPUS}),
-            param_space={
-                "plan": tune.grid_search(plans),
-                "study": {
-                    "tracking_uri": tracking_uri,
-                    "experiment_id": experiment_id,
-                    "parent_run_id": parent_id,
-                    "storage_path": str(storage),
-                },
-            },
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
-            run_config=tune.RunConfig(
-                name=f"{config.name}-{parent_id[:8]}",
-                storage_path=str(storage),
-                verbose=0,
-                callbacks=[ProgressCallback(len(plans))],
-            ),
-        )
-        grid = tuner.fit()
-        failed = sum(result.error is not None for result in grid)
-        phase_done("trials")
     except BaseException:
         client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED))
         raise
-    status = RunStatus.FINISHED if failed == 0 else RunStatus.FAILED
-    parent_log.log_metrics({"trials": len(plans), "failed_trials": failed})
-    client.set_terminated(parent_id, RunStatus.to_string(status))
+    study = PreparedStudy(
+        config, client, tracking_uri, experiment_id, parent_id, tags, storage, plans, clock
+    )
+    return study
 
+
+def _fit_and_summarise(
+    config: StudyConfig,
+    tuner: tune.Tuner,
+    tracking_uri: str,
+    parent_id: str,
+    clock: PhaseClock,
+) -> StudyOutcome:
+    """Run (or continue) the study's Tune experiment, close the parent run, write the summary.
+    An interrupted study (Ctrl-C) keeps its parent run open for --resume."""
+    from analysis.report import write_study_summary  # analysis reads runs back from MLflow
+
+    client = MlflowClient(tracking_uri)
+    try:
+        grid = tuner.fit()
+    except BaseException:
+        client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    clock.done("trials")
+    parent = client.get_run(parent_id)
+    trials = int(parent.data.tags[PLANNED_TRIALS_TAG])
+    failed, finished = grid.num_errors, grid.num_terminated
+    experiment_id = parent.info.experiment_id
     results_dir = Path(config.results_dir)
+    if stopped_early(client, parent_id, grid, trials):
+        return StudyOutcome(
+            tracking_uri, experiment_id, parent_id, trials, failed, results_dir, clock.phases, True
+        )
+    status = RunStatus.FINISHED if failed == 0 else RunStatus.FAILED
+    RunLogger(tracking_uri, parent_id).log_metrics({"trials": trials, "failed_trials": failed})
+    client.set_terminated(parent_id, RunStatus.to_string(status))
     write_study_summary(tracking_uri, parent_id, results_dir)
-    phase_done("summary")
-    elapsed = time.time() - started
-    timing = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in phases.items())
-    finished = len(plans) - failed
+    clock.done("summary")
+    elapsed = time.time() - clock.started
+    timing = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in clock.phases.items())
     say(f"done in {elapsed:.0f}s ({timing}): {finished} trials finished, {failed} failed")
     return StudyOutcome(
-        tracking_uri, experiment_id, parent_id, len(plans), failed, results_dir, phases
+        tracking_uri, experiment_id, parent_id, trials, failed, results_dir, clock.phases
     )
+
+
+def stopped_early(client: MlflowClient, parent_id: str, grid, planned: int) -> bool:
+    """True when Ctrl-C stopped the Tune experiment before all `planned` trials ended (Tune
+    creates trials as slots free up, so the grid may hold fewer): the parent run is marked
+    KILLED and the user told how to continue."""
+    if grid.num_terminated + grid.num_errors >= planned:
+        return False
+    client.set_terminated(parent_id, RunStatus.to_string(RunStatus.KILLED))
+    say(
+        f"interrupted: {grid.num_terminated} of {planned} trials finished, {grid.num_errors} "
+        "failed; continue with the same command and --resume (finished trials are kept)"
+    )
+    return True
+
+
+def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:
+    """Continue the latest unfinished run of `config.name` in its experiment: Tune restores
+    the experiment (finished trials stay finished, interrupted ones start again) and the
+    trials write to the same parent run."""
+    parent = find_unfinished_study(config, tracking_uri)
+    client = MlflowClient(tracking_uri)
+    parent_id = parent.info.run_id
+    path = parent.data.tags.get(TUNE_PATH_TAG)
+    if not path or not tune.Tuner.can_restore(path):
+        raise KdrayError(
+            f"study run {parent_id} was interrupted before its trials started: run the study "
+            "again without --resume (its world, teachers and caches are reused)"
+        )
+    say(f"resuming study run {parent_id} ({parent.info.run_name}) from {path}")
+    connect_ray()
+    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
+    client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    tuner = tune.Tuner.restore(
+        path,
+        trainable=tune.with_resources(run_trial, {"cpu": DRIVER_CPUS}),
+        resume_unfinished=True,
+        resume_errored=False,  # a failed trial stays failed: its reason is in MLflow
+    )
+    return _fit_and_summarise(config, tuner, tracking_uri, parent_id, PhaseClock())
+
+
+def find_unfinished_study(config: StudyConfig, uri: str):
+    """The latest parent run of this study in its experiment that did not finish."""
+    # Opening a SQLite store creates it: a store that does not exist has nothing to resume.
+    missing = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+    client = None if missing else MlflowClient(uri)
+    experiment = None if missing else client.get_experiment_by_name(config.experiment_name)
+    runs = []
+    if experiment is not None:
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`kdray.role` = 'study' and tags.`kdray.study` = '{config.name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=50,
+        )
+    # A study whose trials all ended logged `trials`; one that stopped early did not.
+    unfinished = [r for r in runs if "trials" not in r.data.metrics]
+    if not unfinished:
+        raise KdrayError(
+            f"no unfinished run of study {config.name!r} in experiment "
+            f"{config.experiment_name!r} at {uri}: nothing to "
+            "resume; run the study without --resume (or pass its --experiment/--tracking-uri)"
+        )
+    return unfinished[0]
 
 
 def _world(config: StudyConfig, cache_root: Path) -> World | HubWorld:
@@ -271,12 +419,16 @@ def _world(config: StudyConfig, cache_root: Path) -> World | HubWorld:
     return world
 
 
+TUNE_PATH_TAG = "kdray.tune_path"
+"""Parent-run tag: the study's Tune experiment folder, which --resume restores."""
+PLANNED_TRIALS_TAG = "kdray.planned_trials"
 TEACHER_SCORES = ("score", "accuracy", "rouge_l", "val_accuracy", "val_rouge_l")
 
 
 def _log_teacher(logger: RunLogger, teacher: PreparedTeacher, name: str | None) -> None:
     """The teacher's scores on the parent run: `teacher_<metric>` for a study's single teacher,
-    `teachers/<name>/<metric>` when it has several (analysis.loader reads both)."""
+    `teachers/<name>/<metric>` when it has several, `teachers/<name>/<kind>/<metric>` when the
+    study compares teacher kinds (analysis.loader reads all three)."""
     prefix = f"teachers/{name}/" if name else "teacher_"
     metrics = teacher.metrics
     logger.log_metrics(
@@ -293,13 +445,13 @@ def _teacher(
     config: StudyConfig,
     world: World | HubWorld,
     name: str,
+    kind: str,
     storage: Path,
     client: MlflowClient,
     experiment_id: str,
     tracking_uri: str,
     parent_id: str,
 ) -> PreparedTeacher:
-    kind = config.teacher_kind
     train = config.teacher_train
     if config.zoo == "hub":  # the teacher's SFT sized like a student's (kdray.plan)
         from kdray.plan import gpus_needed
@@ -317,8 +469,12 @@ def _teacher(
         say(f"preparing the {kind} teacher {name} ({what}; cached for later studies)")
         run = client.create_run(
             experiment_id,
-            run_name=f"teacher {name}",
-            tags={"kdray.role": "teacher", "kdray.study_parent": parent_id},
+            run_name=f"teacher {name} ({kind})",
+            tags={
+                **run_tags(config.preset, config.domain, config.name),
+                "kdray.role": "teacher",
+                "kdray.study_parent": parent_id,
+            },
         )
         run_id = run.info.run_id
         RunLogger(tracking_uri, run_id).log_params(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdray.cache import default_cache_dir
-from kdray.config import EvalConfig, KDConfig, TrainConfig, _check
+from kdray.config import TEACHER_KINDS, EvalConfig, KDConfig, TrainConfig, _check
 from kdray.hub_zoo import check_pair, hub_model
 from kdray.run_spec import RunSpec
 from kdray.world.domains import WorldConfig, check_domain, domain_of
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from kdray.hub_world import HubWorld
     from kdray.world.build import World
 
-TEACHER_KINDS = ("task-aware", "task-unaware")
 ZOOS = ("tiny", "hub")
 
 
@@ -29,6 +28,10 @@ class StudyConfig:
     """What a study varies (methods, temperatures, noise, students, seeds) and what it fixes."""
 
     name: str = "temperature"
+    preset: str = "tiny"
+    """The preset it started from (`tiny` or `paper`), tagged on every MLflow run."""
+    resume: bool = False
+    """Continue the latest unfinished run of this study in its experiment (kdray.study)."""
     zoo: str = "tiny"
     """`tiny`: models and data built here (kdray.world); `hub`: the study's Hugging Face
     checkpoints and benchmarks (kdray.hub_zoo, kdray.tasks)."""
@@ -37,9 +40,10 @@ class StudyConfig:
     family: str = "qwen"
     """Model family (`qwen` or `llama`; `all` for hub pairs of both): teacher and students
     come from it, sharing its tokenizer."""
-    teacher_kind: str = "task-aware"
-    """`task-aware`: the teacher is first fine-tuned on the domain's training data (cached);
-    `task-unaware`: the family's base model as it is (the study's ablation)."""
+    teacher_kinds: tuple[str, ...] = ("task-aware",)
+    """Kinds of teacher each KD setting distils from. `task-aware`: the teacher is first
+    fine-tuned on the domain's training data (cached); `task-unaware`: the family's base
+    model as it is (the study's ablation). Both: every KD trial runs once with each."""
     teacher: str = "tiny-qwen2-m"
     students: tuple[str, ...] = ("tiny-qwen2-xs", "tiny-qwen2-s")
     pairs: tuple[tuple[str, str], ...] = ()
@@ -80,10 +84,12 @@ class StudyConfig:
             self.family in families,
             f"unknown family {self.family!r}: choose one of {', '.join(families)}",
         )
-        _check(
-            self.teacher_kind in TEACHER_KINDS,
-            f"unknown teacher kind {self.teacher_kind!r}: choose one of {', '.join(TEACHER_KINDS)}",
-        )
+        object.__setattr__(self, "teacher_kinds", tuple(self.teacher_kinds))
+        for kind in self.teacher_kinds:
+            _check(
+                kind in TEACHER_KINDS,
+                f"unknown teacher kind {kind!r}: choose one of {', '.join(TEACHER_KINDS)}",
+            )
         _check(
             self.data_dir is None or Path(self.data_dir).is_dir(),
             f"data directory {self.data_dir} does not exist: pass the folder holding the "
@@ -112,6 +118,7 @@ class StudyConfig:
             ("temperatures", self.temperatures),
             ("noise sigmas", self.noise_sigmas),
             ("seeds", self.seeds),
+            ("teacher kinds", self.teacher_kinds),
         ):
             _check(len(values) > 0, f"no {label} given: pass at least one")
         _check("sft" not in self.methods, "sft is always run per student; list only KD methods")
@@ -127,6 +134,11 @@ class StudyConfig:
 
     def distinct_students(self) -> list[str]:
         return list(dict.fromkeys(s for _, s in self.teacher_student_pairs()))
+
+    @property
+    def teacher_kind(self) -> str:
+        """The kinds as one label: `task-aware`, or `task-aware,task-unaware` when compared."""
+        return ",".join(self.teacher_kinds)
 
     @property
     def experiment_name(self) -> str:
@@ -159,22 +171,29 @@ class StudyConfig:
             for student in self.distinct_students():
                 plans.append(self._plan(world, None, student, seed, KDConfig("sft")))
             for teacher, student in self.teacher_student_pairs():
-                for kd in self.kd_settings():
-                    plans.append(self._plan(world, teacher, student, seed, kd))
+                for kind in self.teacher_kinds:
+                    for kd in self.kd_settings():
+                        plans.append(self._plan(world, teacher, student, seed, kd, kind))
         return plans
 
     def _plan(
-        self, world: World | HubWorld, teacher: str | None, student: str, seed: int, kd: KDConfig
+        self,
+        world: World | HubWorld,
+        teacher: str | None,
+        student: str,
+        seed: int,
+        kd: KDConfig,
+        teacher_kind: str = "",
     ) -> dict:
         sizes, widths = world.parameter_counts(), world.lm_head_widths()
         tempered = kd.needs_teacher_logits
-        label = f"{kd.method} T={kd.temperature:g}" if tempered else kd.method
-        if tempered and kd.noise_sigma:
-            label += f" sigma={kd.noise_sigma:g}"
-        if teacher and len(self.teachers()) > 1:
-            label += f" from {teacher}"
+        run_name = run_label(kd, student, teacher, teacher_kind, len(self.teacher_kinds) > 1)
+        if len(self.seeds) > 1:
+            run_name += f" seed={seed}"
         pair = f"{teacher}>{student}" if teacher else student
         key = f"{pair}|{kd.method}|T={kd.temperature:g}|sigma={kd.noise_sigma:g}|seed={seed}"
+        if teacher_kind != "task-aware" and teacher:  # keys of task-aware trials stay as they were
+            key += f"|{teacher_kind}"
         params = {
             "study": self.name,
             "teacher": teacher or "",
@@ -184,7 +203,7 @@ class StudyConfig:
             "method": kd.method,
             "temperature": kd.temperature if tempered else "",
             "noise_sigma": kd.noise_sigma if tempered else "",
-            "teacher_kind": self.teacher_kind if teacher else "",
+            "teacher_kind": teacher_kind if teacher else "",
             "domain": self.domain,
             "family": self.family,
             "tasks": ",".join(world.tasks()),
@@ -211,8 +230,23 @@ class StudyConfig:
         spec = RunSpec.in_world(world, "student", student, train, kd, self.eval)
         return {
             "key": key,
-            "run_name": f"{student} {label} seed={seed}",
+            "run_name": run_name,
             "teacher": teacher,
+            "teacher_kind": teacher_kind if teacher else None,
             "params": params,
             "spec": spec,
         }
+
+
+def run_label(
+    kd: KDConfig, student: str, teacher: str | None, teacher_kind: str, show_kind: bool
+) -> str:
+    """A trial's MLflow run name, readable at a glance: `kd T=2 σ=0 tiny-qwen2-s ← tiny-qwen2-m`
+    (`sft tiny-qwen2-s` for a baseline); the teacher kind is added when a study compares them."""
+    label = kd.method
+    if kd.needs_teacher_logits:
+        label += f" T={kd.temperature:.3g} σ={kd.noise_sigma:.3g}"
+    if teacher is None:
+        return f"{label} {student}"
+    kind = f" ({teacher_kind})" if show_kind else ""
+    return f"{label} {student} ← {teacher}{kind}"

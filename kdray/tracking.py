@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from importlib import metadata
@@ -90,6 +91,36 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def git_commit() -> str:
+    """The commit of the kdray checkout that runs (with `+dirty` for uncommitted changes), or
+    `unknown` outside a git checkout (e.g. a Ray job's uploaded working directory)."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+            timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def run_tags(preset: str, domain: str, study: str) -> dict[str, str]:
+    """Tags on every run of a study: what produced it (commit, library versions) and what it
+    is (preset, domain, study), so runs filter and compare in the MLflow UI."""
+    return {
+        "kdray.study": study,
+        "kdray.preset": preset,
+        "kdray.domain": domain,
+        "kdray.git_commit": git_commit(),
+        **{f"version.{k}": v for k, v in package_versions().items()},
+    }
+
+
 def as_params(values: dict[str, Any]) -> list[Param]:
     return [Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in sorted(values.items())]
 
@@ -116,6 +147,11 @@ class RunLogger:
         metrics = [Metric(name, float(value), stamp, step) for step, value in points]
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
+
+    def log_curves(self, curves: dict[str, list[tuple[int, float]]]) -> None:
+        for name, points in curves.items():
+            if points:
+                self.log_curve(name, points)
 
     def log_json(self, payload: Any, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as folder:

@@ -22,6 +22,7 @@ import ray.train
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kdray.config import score_metric
 from kdray.data import (
     IGNORE_INDEX,
     EncodedExample,
@@ -218,19 +219,35 @@ def train_worker(config: dict[str, Any]) -> None:
         engine.train()
         return total
 
+    score_items = read_split(spec.data_dir, "validation")[: train.report_val_score]
+    synced = train.zero_stage == 3 and world_size > 1  # ZeRO-3 forwards are collectives
+
+    def validation_score() -> float:
+        """Greedy score of the model as it is now on the first validation items (every rank
+        computes it, so every rank reports the same; ASHA and Optuna compare trials on it)."""
+        greedy = dataclasses.replace(spec.eval, decoding="greedy")
+        responses = generate_responses(engine.module, tokenizer, score_items, greedy, synced)
+        engine.train()
+        return mean_score(score_responses(score_items, responses, spec.domain))
+
     # --- steps
     best: tuple[float, int, dict] | None = None  # (validation loss, step, trainable weights)
     val_curve: list[tuple[int, float]] = []
     curve: list[tuple[int, float]] = []
+    lr_curve: list[tuple[int, float]] = []
+    speed_curve: list[tuple[int, float]] = []  # input tokens (prompt + response) per second
     logged = 0
     on_policy_batches = 0
     started = time.perf_counter()
+    window_started, window_tokens = started, 0
     for step in range(1, train.steps + 1):
         micro_batches = [next_micro_batch() for _ in range(accumulate)]
         on_policy_batches += sum(sampled for _, sampled in micro_batches)
+        window_tokens += sum(int(b["attention_mask"].sum()) for b, _ in micro_batches)
         # The step's loss is a mean over all its scored tokens, whatever the micro-batching.
         step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, _ in micro_batches)
         step_loss = 0.0
+        lr_curve.append((step, engine.get_lr()[0]))
         for batch, _ in micro_batches:
             loss = forward_loss(batch, max(step_tokens, 1), noise)
             if not math.isfinite(loss.item()):
@@ -245,10 +262,21 @@ def train_worker(config: dict[str, Any]) -> None:
             if best is None or loss < best[0]:
                 best = (loss, step, trainable_state(engine, train.zero_stage))
         if step % train.report_every == 0 and step < train.steps:
+            now = time.perf_counter()
+            speed_curve.append((step, window_tokens * world_size / (now - window_started)))
+            report = {"step": step, "train_loss": _recent_mean(curve)}
+            if score_items:
+                report["val_score"] = validation_score()
             if logger:
-                logger.log_curve("train_loss", curve[logged:])
+                logger.log_curves(
+                    {"train_loss": curve[logged:], "lr": lr_curve[logged:],
+                     "tokens_per_second": speed_curve[-1:]}
+                )  # fmt: skip
+                if "val_score" in report:
+                    logger.log_metrics({"val_score": report["val_score"]}, step=step)
                 logged = len(curve)
-            ray.train.report({"step": step, "train_loss": _recent_mean(curve)})
+            ray.train.report(report)
+            window_started, window_tokens = time.perf_counter(), 0
     train_seconds = time.perf_counter() - started
 
     # --- export, evaluate, report
@@ -260,6 +288,7 @@ def train_worker(config: dict[str, Any]) -> None:
         "train_loss": _recent_mean(curve),
         "train_seconds": train_seconds,
         "steps_per_second": train.steps / train_seconds,
+        "tokens_per_second": window_tokens * world_size / (time.perf_counter() - window_started),
         "on_policy_batches": on_policy_batches,
         "trainable_parameters": trainable_parameters(engine.module),
         "peak_rss_mib": peak_rss_mib(),
@@ -281,8 +310,9 @@ def train_worker(config: dict[str, Any]) -> None:
         metrics.update(evaluate(spec, load_model(folder, device), tokenizer, Path(folder)))
         (Path(folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
         if logger:
-            logger.log_curve("train_loss", curve[logged:])
-            logger.log_curve("val_loss", val_curve)
+            logger.log_curves(
+                {"train_loss": curve[logged:], "lr": lr_curve[logged:], "val_loss": val_curve}
+            )
             final = {k: v for k, v in metrics.items() if k not in ("step", "train_loss")}
             logger.log_metrics(final, step=train.steps)
             logger.log_file(Path(folder) / PREDICTIONS_FILE)
@@ -294,20 +324,24 @@ def evaluate(spec: RunSpec, model: torch.nn.Module, tokenizer, out_dir: Path) ->
     task as `score/<task>`; agreement and fidelity against the teacher's test outputs when
     they are known. Writes the test predictions to out_dir."""
     started = time.perf_counter()
-    metric = "rouge_l" if spec.domain == "instruction" else "accuracy"
+    metric = score_metric(spec.domain)
     metrics: dict[str, float] = {}
     validation = read_split(spec.data_dir, "validation")[: spec.eval.max_items]
     responses = generate_responses(model, tokenizer, validation, spec.eval)
     metrics[f"val_{metric}"] = mean_score(score_responses(validation, responses, spec.domain))
+    metrics["val_score"] = metrics[f"val_{metric}"]  # the name a search compares trials on
     test = read_split(spec.data_dir, "test")[: spec.eval.max_items]
     responses = generate_responses(model, tokenizer, test, spec.eval)
     predictions = score_responses(test, responses, spec.domain)
     metrics["score"] = metrics[metric] = mean_score(predictions)
-    metrics.update({f"score/{task}": v for task, v in task_scores(predictions).items()})
+    per_task = task_scores(predictions)
+    metrics.update({f"score/{task}": v for task, v in per_task.items()})
+    metrics["average"] = sum(per_task.values()) / len(per_task)  # unweighted over tasks
     teacher = None
     if spec.teacher_predictions:
         records = json.loads(Path(spec.teacher_predictions).read_text())
         teacher = predictions_from_records(records)[: len(predictions)]
+        metrics["teacher_score"] = mean_score(teacher)  # on the same items
         metrics["agreement"] = agreement(predictions, teacher, spec.domain)
         metrics["fidelity"] = fidelity(predictions, teacher)
     records = predictions_to_records(predictions, teacher)

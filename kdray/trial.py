@@ -25,8 +25,9 @@ FAILURE_TAG = "kdray.failure_reason"
 
 
 def open_child_run(client: MlflowClient, study: dict[str, Any], plan: dict[str, Any]) -> str:
-    """The trial's child run under the study's parent run, found again by its trial key
-    (so a retried trial driver reuses its run instead of adding a second one)."""
+    """The trial's child run under the study's parent run, found by its trial key. A run left
+    unfinished by an interrupted attempt (a resumed study, a restarted driver) is deleted and
+    replaced, so each trial has exactly one run with one complete curve."""
     existing = client.search_runs(
         [study["experiment_id"]],
         filter_string=(
@@ -34,12 +35,15 @@ def open_child_run(client: MlflowClient, study: dict[str, Any], plan: dict[str, 
             f"and tags.`{TRIAL_KEY_TAG}` = '{plan['key']}'"
         ),
     )
-    if existing:
-        return existing[0].info.run_id
+    for run in existing:
+        if run.info.status == "FINISHED":
+            return run.info.run_id
+        client.delete_run(run.info.run_id)
     run = client.create_run(
         study["experiment_id"],
         run_name=plan["run_name"],
         tags={
+            **study.get("tags", {}),
             PARENT_TAG: study["parent_run_id"],
             RUN_NAME_TAG: plan["run_name"],
             TRIAL_KEY_TAG: plan["key"],
@@ -67,6 +71,7 @@ def run_trial(config: dict[str, Any]) -> None:
         }
     )
     logger.set_tags({"ray.trial_id": ray.tune.get_context().get_trial_id()})
+    logger.log_json(spec.to_dict(), "config.json")  # the resolved config: the run's record
     try:
         fit(
             spec,

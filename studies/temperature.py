@@ -1,13 +1,11 @@
 """Temperature study: SFT per student, plus KD (forward KL) and Rev-KD (reverse KL) for each
 student x temperature T, on the tiny world by default.
 
-    python studies/temperature.py            # the full default study (about 15 min, 2 CPUs)
+    python studies/temperature.py            # the full default study (about 12 min, 2 CPUs)
     python studies/temperature.py --smoke    # the same path, reduced (under 3 min)
 """
 
 from kdray.cli import study_main
 
 if __name__ == "__main__":
-    raise SystemExit(
-        study_main("temperature", "KD and Rev-KD across temperatures T for each student")
-    )
+    raise SystemExit(study_main("temperature"))

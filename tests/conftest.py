@@ -6,17 +6,23 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STUDY = REPO / "studies" / "temperature.py"
+STUDIES = REPO / "studies"
 
 
-def run_study_script(*flags: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    """`python studies/temperature.py FLAGS` in a fresh process, as a user runs it."""
+def study_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run_study_script(
+    *flags: str, cwd: Path, timeout: int = 900, script: str = "temperature"
+) -> subprocess.CompletedProcess:
+    """`python studies/<script>.py FLAGS` in a fresh process, as a user runs it."""
     return subprocess.run(
-        [sys.executable, str(STUDY), *flags],
+        [sys.executable, str(STUDIES / f"{script}.py"), *flags],
         cwd=cwd,
-        env=env,
+        env=study_env(),
         capture_output=True,
         text=True,
         timeout=timeout,

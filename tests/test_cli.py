@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kdray.cli import config_from_args, study_main, study_parser
+from kdray.cli import config_from_flags, study_main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "temperature.py"
 
@@ -57,10 +57,10 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_runs(flags, message, t
 
 
 def test_flags_override_the_preset():
-    args = study_parser("temperature", "").parse_args(
-        ["--temperatures", "1,3", "--students", "tiny-qwen2-xs", "--steps", "7", "--seeds", "0,1"]
+    config = config_from_flags(
+        "temperature",
+        ["--temperatures", "1,3", "--students", "tiny-qwen2-xs", "--steps", "7", "--seeds", "0,1"],
     )
-    config = config_from_args("temperature", args)
     assert config.temperatures == (1.0, 3.0)
     assert config.students == ("tiny-qwen2-xs",)
     assert config.student_train.steps == 7
@@ -68,8 +68,8 @@ def test_flags_override_the_preset():
 
 
 def test_smoke_keeps_the_path_and_shrinks_the_work():
-    full = config_from_args("temperature", study_parser("t", "").parse_args([]))
-    smoke = config_from_args("temperature", study_parser("t", "").parse_args(["--smoke"]))
+    full = config_from_flags("temperature")
+    smoke = config_from_flags("temperature", ["--smoke"])
     assert smoke.student_train.steps < full.student_train.steps
     assert smoke.eval.max_items < full.eval.max_items
     assert len(smoke.students) >= 2 and smoke.methods == full.methods
@@ -77,5 +77,5 @@ def test_smoke_keeps_the_path_and_shrinks_the_work():
 
 def test_study_main_reports_config_errors_without_running():
     calls = []
-    code = study_main("temperature", "", ["--noise-sigmas", "-3"], run=calls.append)
+    code = study_main("temperature", ["--noise-sigmas", "-3"], run=calls.append)
     assert code == 2 and calls == []

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kdray.cli import config_from_args, study_parser
+from kdray.cli import config_from_flags
 from kdray.errors import ConfigError
 from kdray.hub_world import build_hub_world, hold_out
 from kdray.tasks import tasks_for_domain
@@ -58,11 +58,11 @@ def test_hold_out_refuses_more_validation_items_than_usable_golds():
 
 
 def test_paper_trials_run_on_hub_ids_with_the_gpus_they_need(math_data, tmp_path):
-    args = study_parser("temperature", "").parse_args(
+    config = config_from_flags(
+        "temperature",
         ["--preset", "paper", "--family", "qwen", "--methods", "kd,seqkd", "--temperatures", "1"]
-        + ["--noise-sigmas", "0,1"]
+        + ["--noise-sigmas", "0,1"],
     )
-    config = config_from_args("temperature", args)
     world, _ = build_hub_world("math", tmp_path / "cache", str(math_data), validation_items=20)
     plans = config.trial_plans(world)
     assert len(plans) == 5 + 15 * 3  # sft per student + (kd at sigma 0 and 1, seqkd) per pair

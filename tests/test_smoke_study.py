@@ -2,6 +2,13 @@
 -> analysis, through the study script as a user runs it (--smoke)."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -89,3 +96,61 @@ def test_second_run_reuses_world_and_teacher(smoke, shared_cache):
     worlds = [p for p in (shared_cache / "worlds").iterdir() if not p.name.startswith(".")]
     teachers = [p for p in (shared_cache / "teachers").iterdir() if not p.name.startswith(".")]
     assert len(worlds) == 1 and len(teachers) == 1
+
+
+def test_the_mlflow_ui_serves_the_runs_nested_with_their_metrics(smoke):
+    """The real tracking server on the study's store: the UI page loads and its REST API (what
+    the UI draws from) lists the parent, its children and their curves."""
+    workdir, uri, _ = smoke
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        page = urllib.request.urlopen(base, timeout=10).read().decode()
+        assert "<title>MLflow</title>" in page
+
+        def api(path, body=None, **query):
+            url = f"{base}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}"
+            data = None if body is None else json.dumps(body).encode()
+            headers = {"Content-Type": "application/json"}
+            request = urllib.request.Request(url, data=data, headers=headers)  # POST with a body
+            return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+        experiment = api("experiments/get-by-name", experiment_name="kdray-temperature-smoke")
+        ids = [experiment["experiment"]["experiment_id"]]
+        runs = api("runs/search", {"experiment_ids": ids, "max_results": 100})["runs"]
+        tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+        (parent,) = [r for r, t in zip(runs, tags, strict=True) if t["kdray.role"] == "study"]
+        parent_id = parent["info"]["run_id"]
+        children = [
+            (r, t)
+            for r, t in zip(runs, tags, strict=True)
+            if t.get("mlflow.parentRunId") == parent_id
+        ]
+        assert len(children) == SMOKE_TRIALS
+        names = {t["mlflow.runName"] for _, t in children}
+        assert "kd T=2 σ=0 tiny-qwen2-s ← tiny-qwen2-m" in names and "sft tiny-qwen2-xs" in names
+        run, run_tags = next((r, t) for r, t in children if t["mlflow.runName"].startswith("kd"))
+        assert run_tags["kdray.preset"] == "tiny" and run_tags["kdray.domain"] == "math"
+        assert run_tags["version.ray"] == "2.60.0" and run_tags["kdray.git_commit"]
+        metrics = {m["key"] for m in run["data"]["metrics"]}
+        assert {"accuracy", "average", "agreement", "fidelity", "teacher_score"} <= metrics
+        for curve in ("train_loss", "lr", "tokens_per_second"):
+            history = api("metrics/get-history", run_id=run["info"]["run_id"], metric_key=curve)
+            assert history["metrics"], curve
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

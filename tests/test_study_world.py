@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from kdray.cli import config_from_args, study_parser
+from kdray.cli import config_from_flags
 from kdray.config import TrainConfig
 from kdray.errors import ConfigError
 from kdray.evaluation import agreement, answer_kind, score_responses, task_scores
@@ -124,7 +124,7 @@ def test_epochs_set_the_step_count():
 
 
 def _config(*flags):
-    return config_from_args("temperature", study_parser("temperature", "").parse_args(flags))
+    return config_from_flags("temperature", flags)
 
 
 def test_paper_preset_plans_the_21_pairs():

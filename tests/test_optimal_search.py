@@ -1,0 +1,76 @@
+"""optimal.py: Optuna TPE (define-by-run) with ASHA per student size, through the real path."""
+
+import csv
+import sqlite3
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_study_script
+from kdray.config import KDConfig
+from kdray.search import SearchConfig, kd_from_sample, suggest_settings
+
+
+def test_the_space_is_conditional_on_the_method():
+    search = SearchConfig(num_samples=40)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: suggest_settings(t, search, 1e-2) or 0.0, n_trials=60)
+    seen = set()
+    for trial in study.trials:
+        params, method = trial.params, trial.params["method"]
+        seen.add(method)
+        assert ("beta" in params) == ("on_policy_fraction" in params) == (method == "gkd")
+        assert ("temperature" in params) == (method != "seqkd")
+        assert 1e-2 / 3 <= params["learning_rate"] <= 3e-2
+        if "temperature" in params:
+            assert 0.5 <= params["temperature"] <= 5.0
+            assert params["noise_sigma"] in search.noise_sigmas
+    assert seen == set(search.methods)
+
+
+def test_a_sample_becomes_a_validated_kd_config():
+    template = KDConfig(method="kd", loss_tokens="all")
+    sample = {"method": "gkd", "temperature": 2.5, "noise_sigma": 1.0, "ce_weight": 0.3,
+              "beta": 0.2, "on_policy_fraction": 0.4, "learning_rate": 1e-3}  # fmt: skip
+    kd = kd_from_sample(sample, template)
+    assert (kd.method, kd.temperature, kd.beta, kd.on_policy_fraction) == ("gkd", 2.5, 0.2, 0.4)
+    assert kd.loss_tokens == "all"  # the preset's other knobs stay
+    with pytest.raises(ValueError, match="ce_weight"):
+        kd_from_sample({**sample, "ce_weight": 2.0}, template)
+
+
+def test_optimal_smoke_searches_and_reports_best_settings(tmp_path, shared_cache):
+    result = run_study_script(
+        "--smoke", "--cache-dir", str(shared_cache), "--students", "tiny-qwen2-s",
+        "--num-samples", "3", cwd=tmp_path, script="optimal",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[3/3 done" in result.stdout and "best settings per student size" in result.stdout
+
+    rows = list(csv.DictReader(open(tmp_path / "results" / "optimal-smoke" / "best_settings.csv")))
+    assert [r["student"] for r in rows] == ["tiny-qwen2-s"]
+    assert int(rows[0]["trials"]) == 3 and rows[0]["method"]
+    assert 0 <= float(rows[0]["val_score"]) <= 100 and 0 <= float(rows[0]["test_score"]) <= 100
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("kdray-optimal-smoke")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("kdray.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 3 and parent.info.status == "FINISHED"
+    for run in children:  # finished, or stopped by ASHA and closed as such
+        stopped = "kdray.stopped_early" in run.data.tags
+        assert run.info.status == ("KILLED" if stopped else "FINISHED")
+        assert ("score" in run.data.metrics) != stopped
+    assert int(rows[0]["stopped_early"]) == sum(r.info.status == "KILLED" for r in children)
+    first = min(children, key=lambda r: r.info.start_time)  # the preset's point goes first
+    assert first.data.tags["mlflow.runName"].startswith("kd T=1 σ=0 tiny-qwen2-s ← tiny-qwen2-m")
+    for run in children:  # the validation score as a curve, the ASHA rungs' input
+        assert client.get_metric_history(run.info.run_id, "val_score")
+        assert run.data.tags["kdray.preset"] == "tiny" and run.data.tags["kdray.git_commit"]
+
+    # Optuna's study persisted beside the MLflow store, one trial per Tune trial.
+    with sqlite3.connect(tmp_path / "optuna.db") as db:
+        (count,) = db.execute("select count(*) from trials").fetchone()
+    assert count == 3

@@ -1,0 +1,76 @@
+"""--resume: a study interrupted with Ctrl-C continues where it stopped; finished trials are
+not rerun and every trial ends with exactly one MLflow run."""
+
+import signal
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+
+from conftest import STUDIES, run_study_script, study_env
+
+TRIALS = 6  # smoke: 2 students x (sft, kd, revkd)
+
+
+def _children(client, experiment_id, parent_id):
+    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    return {r.data.tags["kdray.trial_key"]: r for r in runs}
+
+
+def test_an_interrupted_study_resumes_without_rerunning_or_duplicating(tmp_path, shared_cache):
+    flags = ["--smoke", "--cache-dir", str(shared_cache), "--max-concurrent", "1"]
+    study = subprocess.Popen(
+        [sys.executable, str(STUDIES / "temperature.py"), *flags],
+        cwd=tmp_path,
+        env=study_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    for line in study.stdout:  # Ctrl-C once two trials have finished
+        output.append(line)
+        if "[2/6 done" in line:
+            study.send_signal(signal.SIGINT)
+            break
+    output += study.stdout.readlines()
+    assert study.wait(timeout=300) == 130, "".join(output)[-3000:]
+    assert "--resume" in "".join(output[-5:])
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("kdray-temperature-smoke")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`kdray.role` = 'study'")
+    assert parent.info.status == "KILLED" and "trials" not in parent.data.metrics
+    before = {
+        key: run
+        for key, run in _children(client, experiment.experiment_id, parent.info.run_id).items()
+        if run.info.status == "FINISHED"
+    }
+    assert 2 <= len(before) < TRIALS
+
+    resumed = run_study_script(*flags, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resuming study run {parent.info.run_id}" in resumed.stdout
+    assert f"[{TRIALS}/{TRIALS} done" in resumed.stdout
+
+    after = _children(client, experiment.experiment_id, parent.info.run_id)
+    assert len(after) == TRIALS  # one active run per trial: none duplicated, none lost
+    assert {r.info.status for r in after.values()} == {"FINISHED"}
+    for key, run in before.items():  # finished trials were not rerun
+        assert after[key].info.run_id == run.info.run_id
+        assert after[key].info.end_time == run.info.end_time
+    for run in after.values():  # every curve complete, each step once
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert sorted(steps) == list(range(1, 21))
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials"] == TRIALS
+    assert (tmp_path / "results" / "temperature-smoke" / "results.md").is_file()
+
+
+def test_resume_of_a_study_that_never_ran_is_one_line_and_exit_2(tmp_path, shared_cache):
+    result = run_study_script(
+        "--smoke", "--resume", "--cache-dir", str(shared_cache), cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "nothing to resume" in result.stderr
+    assert not (tmp_path / "results").exists()
