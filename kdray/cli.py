@@ -271,9 +271,11 @@ def study_main(
             from kdray.search import SearchConfig, run_search  # Ray, Optuna: valid input only
 
             trials = SMOKE_SEARCH_TRIALS if args.smoke else DEFAULT_SEARCH_TRIALS
+            chosen = {"methods": args.methods, "noise_sigmas": args.noise_sigmas}
             search = SearchConfig(
                 num_samples=args.num_samples or trials,
                 score_items=min(SearchConfig.score_items, config.eval.max_items),
+                **{k: v for k, v in chosen.items() if v},
             )
             outcome = run_search(config, search)
         else:

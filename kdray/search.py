@@ -35,6 +35,7 @@ from kdray.study import (
     StudyOutcome,
     connect_ray,
     find_unfinished_study,
+    in_flight_text,
     prepare_study,
     stopped_early,
     trials_in_flight,
@@ -259,7 +260,7 @@ def _search_tuner(
         )
     base_lr = config.student_train.learning_rate
     concurrent = trials_in_flight(config)
-    say(f"searching {student}: {search.num_samples} trials, {concurrent} at a time")
+    say(f"searching {student}: {search.num_samples} trials, {in_flight_text(concurrent)}")
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

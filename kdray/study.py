@@ -74,17 +74,26 @@ def connect_ray() -> None:
         say(f"started a local Ray: {ray.cluster_resources()}")
 
 
-def trials_in_flight(config: StudyConfig, workers: int | None = None) -> int:
-    """Trials that fit on the cluster at once; `workers`: Train workers of the largest trial."""
+def trials_in_flight(config: StudyConfig, workers: int | None = None) -> int | None:
+    """Trials that fit on the cluster at once; `workers`: Train workers of the largest trial.
+    None (no cap) when a GPU study starts on a cluster without enough GPUs for one trial yet:
+    an autoscaling cluster grows to the pending trials' demand."""
     if config.max_concurrent:
         return config.max_concurrent
     resources = ray.cluster_resources()
     train = config.student_train
     if train.use_gpu:  # the actor placement's teacher server takes one more GPU per trial
         server = 1 if config.kd.teacher_placement == "actor" else 0
-        return max(1, int(resources.get("GPU", 0) // ((workers or train.num_workers) + server)))
+        fits = int(resources.get("GPU", 0) // ((workers or train.num_workers) + server))
+        return fits or None
     per_trial = train.num_workers * train.cpus_per_worker + DRIVER_CPUS
     return max(1, math.floor(resources.get("CPU", 1) / per_trial + 1e-9))
+
+
+def in_flight_text(concurrent: int | None) -> str:
+    if concurrent is None:
+        return "as many at a time as the cluster grows to (no GPU node is up yet)"
+    return f"{concurrent} at a time"
 
 
 class ProgressCallback(tune.Callback):
@@ -170,7 +179,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         # Tune's TensorBoard logger reports at INFO every config value it cannot chart.
         logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
         concurrent = trials_in_flight(config, max(p["spec"]["train"]["num_workers"] for p in plans))
-        say(f"running {len(plans)} trials, {concurrent} at a time")
+        say(f"running {len(plans)} trials, {in_flight_text(concurrent)}")
         name = f"{config.name}-{study.parent_id[:8]}"
         tuner = tune.Tuner(
             tune.with_resources(run_trial, {"cpu": DRIVER_CPUS}),

@@ -1,0 +1,125 @@
+"""What each study script varies, checked without running it (fast, no Ray)."""
+
+import dataclasses
+import types
+
+import pytest
+
+from kdray import study as study_module
+from kdray.cli import config_from_flags, study_main
+from kdray.plan import plan_pairs
+from kdray.study_config import run_label
+from kdray.study_designs import DESIGNS
+
+
+class StubWorld:
+    """What trial plans read from a world, without building one."""
+
+    domain = "math"
+    data_dir = "/nowhere/data"
+
+    def parameter_counts(self):
+        return {"tiny-qwen2-xs": 40_000, "tiny-qwen2-s": 91_000, "tiny-qwen2-m": 500_000}
+
+    def lm_head_widths(self):
+        return dict.fromkeys(self.parameter_counts(), 300)
+
+    def built_model(self, name):
+        return types.SimpleNamespace(tokenizer_vocab=300)
+
+    def tasks(self):
+        return ["arith-1step"]
+
+    def model_dir(self, name):
+        return f"/nowhere/{name}"
+
+    def tokenizer_for(self, name):
+        return "/nowhere/tokenizer"
+
+
+@pytest.fixture
+def tiny_world_stub():
+    return StubWorld()
+
+
+def _trials(config):
+    return sum(row.trials for row in plan_pairs(config))
+
+
+@pytest.mark.parametrize(
+    "study, flags, trials",
+    [
+        ("temperature", [], 2 * (1 + 2 * 3)),
+        ("noise", [], 2 * (1 + 2 * 4)),
+        ("methods", [], 2 * (1 + 6)),
+        ("student_size", [], 2 * 2),
+        ("student_size", ["--teacher", "tiny-qwen2-l"], 3 * 2),
+        ("teacher_domain", [], 2 * (1 + 2)),
+        ("paper", ["--preset", "tiny"], 2 * (1 + 3 * 3 + 1)),  # seqkd has no T
+        ("noise", ["--num-samples", "3"], 3 * 2 * (1 + 2 * 4)),
+        ("noise", ["--num-samples", "3", "--seeds", "7"], 2 * (1 + 2 * 4)),
+        ("temperature", ["--temperatures", "1,10"], 2 * (1 + 2 * 2)),  # flags win
+    ],
+)
+def test_each_study_grid(study, flags, trials):
+    assert _trials(config_from_flags(study, flags)) == trials
+
+
+def test_designs_keep_what_they_study():
+    noise = config_from_flags("noise")
+    assert noise.noise_sigmas == (0.0, 1.0, 2.0, 5.0) and noise.temperatures == (1.0,)
+    size = config_from_flags("student_size", ["--teacher", "tiny-qwen2-l"])
+    assert size.students == ("tiny-qwen2-xs", "tiny-qwen2-s", "tiny-qwen2-m")
+    paper = config_from_flags("paper")
+    assert paper.zoo == "hub" and len(paper.pairs) == 21
+    hub_size = config_from_flags("student_size", ["--preset", "paper", "--family", "llama"])
+    assert {t for t, _ in hub_size.pairs} == {"llama-3.1-70b"}  # the largest teacher only
+    assert len(hub_size.pairs) == 3
+    assert config_from_flags("teacher_domain").teacher_kinds == ("task-aware", "task-unaware")
+
+
+def test_teacher_domain_trials_are_told_apart_by_key_and_name(tiny_world_stub):
+    config = config_from_flags("teacher_domain")
+    plans = config.trial_plans(tiny_world_stub)
+    keys = [p["key"] for p in plans]
+    assert len(keys) == len(set(keys)) == 6
+    names = {p["run_name"] for p in plans}
+    assert "kd T=1 σ=0 tiny-qwen2-s ← tiny-qwen2-m (task-unaware)" in names
+    kinds = [p["params"]["teacher_kind"] for p in plans if p["teacher"]]
+    assert sorted(kinds) == ["task-aware", "task-aware", "task-unaware", "task-unaware"]
+
+
+def test_run_names_read_as_settings():
+    from kdray.config import KDConfig
+
+    assert run_label(KDConfig("kd", 2.0), "s", "m", "", False) == "kd T=2 σ=0 s ← m"
+    assert run_label(KDConfig("sft"), "s", None, "", False) == "sft s"
+    assert run_label(KDConfig("seqkd"), "s", "m", "task-aware", True) == "seqkd s ← m (task-aware)"
+
+
+@pytest.mark.parametrize("study", sorted(DESIGNS))
+def test_every_study_script_plans_with_dry_run(study, capsys):
+    flags = ["--dry-run"] + (["--preset", "tiny"] if study == "paper" else [])
+    assert study_main(study, flags) == 0
+    assert "trials" in capsys.readouterr().out
+
+
+def test_bad_num_samples_is_one_line_and_exit_2(capsys):
+    assert study_main("optimal", ["--num-samples", "0"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "resources, use_gpu, workers, expected",
+    [
+        ({"CPU": 2.0}, False, 1, 2),
+        ({"CPU": 16.0, "GPU": 8.0}, True, 2, 4),
+        ({"CPU": 4.0}, True, 1, None),  # no GPU node up yet: let the autoscaler grow
+    ],
+)
+def test_trials_in_flight_follow_the_cluster(monkeypatch, resources, use_gpu, workers, expected):
+    monkeypatch.setattr(study_module.ray, "cluster_resources", lambda: resources)
+    config = config_from_flags("temperature")
+    train = dataclasses.replace(config.student_train, use_gpu=use_gpu, num_workers=workers)
+    config = dataclasses.replace(config, student_train=train)
+    assert study_module.trials_in_flight(config) == expected
