@@ -1,11 +1,11 @@
 """A study's summary, computed from its runs read back out of MLflow: results table
-(Markdown and CSV), accuracy-vs-T figure, both also logged to the study's parent run."""
+(Markdown and CSV) and figure, both also logged to the study's parent run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.figures import accuracy_vs_temperature
+from analysis.figures import study_figure
 from analysis.loader import load_mlflow_results
 from analysis.tables import (
     across_tasks,
@@ -19,8 +19,9 @@ from kdray.tracking import RunLogger
 
 def write_study_summary(tracking_uri: str, parent_run_id: str, out_dir: Path) -> str:
     """Write results.md and results.csv (scores averaged over the domain's tasks),
-    results_by_task.csv, runs.csv (the tidy rows) and accuracy_vs_temperature.png; print the
-    table and how to browse the runs; return the Markdown."""
+    results_by_task.csv, runs.csv (the tidy rows) and the figure of what the study varies
+    (analysis.figures.study_figure); print the table and how to browse the runs; return the
+    Markdown."""
     by_task = load_mlflow_results(tracking_uri, parent_run_id)
     frame = across_tasks(by_task)
     table = results_table(frame)
@@ -41,7 +42,7 @@ def write_study_summary(tracking_uri: str, parent_run_id: str, out_dir: Path) ->
     table.to_csv(out_dir / "results.csv", index=False)
     results_table(by_task).to_csv(out_dir / "results_by_task.csv", index=False)
     by_task.to_csv(out_dir / "runs.csv", index=False)
-    figure = accuracy_vs_temperature(frame, out_dir / "accuracy_vs_temperature.png")
+    figure = study_figure(frame, out_dir)
     logger = RunLogger(tracking_uri, parent_run_id)
     for name in ("results.md", "results.csv", "results_by_task.csv", "runs.csv"):
         logger.log_file(out_dir / name, "analysis")

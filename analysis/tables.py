@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 METHOD_ORDER = {"base": 0, "sft": 1, "kd": 2, "revkd": 3, "seqkd": 4, "gkd": 5}
-GROUP_COLUMNS = ["student", "method", "temperature", "noise_sigma", "task"]
+GROUP_COLUMNS = ["student", "method", "temperature", "noise_sigma", "teacher_kind", "task"]
 
 
 def results_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -15,6 +15,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     improvement = accuracy - the mean accuracy of the same student's `sft` runs on the task
     (the study's convention); NaN when that student has no SFT run."""
     students = frame[frame["role"] != "teacher"] if "role" in frame else frame
+    students = students.assign(teacher_kind=students["teacher_kind"].fillna(""))
     keys = students[GROUP_COLUMNS].astype(object).where(students[GROUP_COLUMNS].notna(), "")
     grouped = (
         students.assign(**{c: keys[c] for c in GROUP_COLUMNS})
@@ -45,6 +46,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
         "method",
         "temperature",
         "noise_sigma",
+        "teacher_kind",
         "task",
         "accuracy",
         "improvement",
@@ -96,6 +98,8 @@ def largest_gap_student(frame: pd.DataFrame) -> str | None:
 
 def to_markdown(table: pd.DataFrame) -> str:
     shown = table.drop(columns=["accuracy_sd"]).copy()
+    if shown["teacher_kind"].replace("", None).nunique() <= 1:  # shown when a study compares
+        shown = shown.drop(columns=["teacher_kind"])
     for column in ("accuracy", "improvement", "agreement", "fidelity"):
         shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
     return shown.to_markdown(index=False)

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.figures import accuracy_vs_temperature
+from analysis.figures import accuracy_vs_factor, study_figure
 from analysis.loader import read_results_csv
 from analysis.tables import largest_gap_student, results_table, to_markdown
 
@@ -55,7 +55,7 @@ def test_markdown_and_figure(tmp_path):
     frame = tidy(ROWS)
     markdown = to_markdown(results_table(frame))
     assert markdown.splitlines()[0].startswith("| student")
-    path = accuracy_vs_temperature(frame, tmp_path / "fig.png")
+    path = accuracy_vs_factor(frame, "temperature", tmp_path / "fig.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -68,3 +68,27 @@ def test_csv_input_needs_the_required_columns(tmp_path):
     tidy(ROWS).drop(columns=["accuracy"]).to_csv(bad, index=False)
     with pytest.raises(ValueError, match="lacks required columns accuracy"):
         read_results_csv(bad)
+
+
+def test_the_figure_follows_what_the_study_varies(tmp_path):
+    assert study_figure(tidy(ROWS), tmp_path).name == "accuracy_vs_temperature.png"
+    noise = tidy(
+        [{**r, "temperature": 1.0, "noise_sigma": i % 2 * 5.0} for i, r in enumerate(ROWS)]
+    )
+    assert study_figure(noise, tmp_path).name == "accuracy_vs_noise_sigma.png"
+    flat = tidy([{**r, "temperature": 1.0} for r in ROWS])
+    path = study_figure(flat, tmp_path)
+    assert path.name == "accuracy_by_method.png" and path.stat().st_size > 5_000
+
+
+def test_teacher_kinds_are_kept_apart_in_the_table():
+    rows = [
+        row("a", 1e-5, "sft", None, 10),
+        {**row("a", 1e-5, "kd", 1.0, 30), "teacher_kind": "task-aware"},
+        {**row("a", 1e-5, "kd", 1.0, 20), "teacher_kind": "task-unaware"},
+    ]
+    table = results_table(tidy(rows))
+    kd = table[table["method"] == "kd"].set_index("teacher_kind")
+    assert kd.loc["task-aware", "improvement"] == 20 and kd.loc["task-unaware", "improvement"] == 10
+    assert "teacher_kind" in to_markdown(table).splitlines()[0]
+    assert "teacher_kind" not in to_markdown(results_table(tidy(ROWS))).splitlines()[0]
