@@ -25,6 +25,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis.report import browse_hint
 from kdray.config import TEACHER_LOGIT_METHODS, KDConfig
 from kdray.console import say
 from kdray.errors import KdrayError
@@ -384,7 +385,8 @@ def _summarise(config, client, tracking_uri, parent_id, state, failed) -> StudyO
     status = RunStatus.FINISHED if failed == 0 else RunStatus.FAILED
     client.set_terminated(parent_id, RunStatus.to_string(status))
     say("best settings per student size (validation picks, test reported):\n" + markdown)
-    say(f"written to {results_dir}/best_settings.md; MLflow parent run {parent_id}")
+    say(f"written to {results_dir.resolve()}/best_settings.md (and .csv)")
+    print(browse_hint(tracking_uri, parent_id), flush=True)
     return StudyOutcome(
         tracking_uri, parent.info.experiment_id, parent_id, trials, failed, results_dir
     )

@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,29 @@ def run_study_script(
         text=True,
         timeout=timeout,
     )
+
+
+def interrupt_study_script(
+    *flags: str, cwd: Path, after: str, script: str = "temperature"
+) -> tuple[int, str]:
+    """Run `studies/<script>.py FLAGS`, press Ctrl-C (SIGINT) once a line contains `after`,
+    and return its exit code and output."""
+    study = subprocess.Popen(
+        [sys.executable, str(STUDIES / f"{script}.py"), *flags],
+        cwd=cwd,
+        env=study_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    for line in study.stdout:
+        output.append(line)
+        if after in line:
+            study.send_signal(signal.SIGINT)
+            break
+    output += study.stdout.readlines()
+    return study.wait(timeout=300), "".join(output)
 
 
 @pytest.fixture(scope="session")

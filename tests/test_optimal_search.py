@@ -7,7 +7,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_study_script
+from conftest import interrupt_study_script, run_study_script
 from kdray.config import KDConfig
 from kdray.search import SearchConfig, kd_from_sample, suggest_settings
 
@@ -40,13 +40,15 @@ def test_a_sample_becomes_a_validated_kd_config():
         kd_from_sample({**sample, "ce_weight": 2.0}, template)
 
 
-def test_optimal_smoke_searches_and_reports_best_settings(tmp_path, shared_cache):
-    result = run_study_script(
-        "--smoke", "--cache-dir", str(shared_cache), "--students", "tiny-qwen2-s",
-        "--num-samples", "3", cwd=tmp_path, script="optimal",
-    )  # fmt: skip
+def test_optimal_smoke_searches_resumes_and_reports_best_settings(tmp_path, shared_cache):
+    flags = ["--smoke", "--cache-dir", str(shared_cache), "--students", "tiny-qwen2-s",
+             "--num-samples", "3", "--max-concurrent", "1"]  # fmt: skip
+    code, output = interrupt_study_script(*flags, cwd=tmp_path, after="[1/3 done", script="optimal")
+    assert code == 130, output[-3000:]
+    result = run_study_script(*flags, "--resume", cwd=tmp_path, script="optimal")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "[3/3 done" in result.stdout and "best settings per student size" in result.stdout
+    assert "resuming search run" in result.stdout and "[3/3 done" in result.stdout
+    assert "best settings per student size" in result.stdout
 
     rows = list(csv.DictReader(open(tmp_path / "results" / "optimal-smoke" / "best_settings.csv")))
     assert [r["student"] for r in rows] == ["tiny-qwen2-s"]
@@ -70,7 +72,8 @@ def test_optimal_smoke_searches_and_reports_best_settings(tmp_path, shared_cache
         assert client.get_metric_history(run.info.run_id, "val_score")
         assert run.data.tags["kdray.preset"] == "tiny" and run.data.tags["kdray.git_commit"]
 
-    # Optuna's study persisted beside the MLflow store, one trial per Tune trial.
+    # Optuna's study persisted beside the MLflow store and continued by --resume: one trial
+    # per Tune trial, none sampled twice.
     with sqlite3.connect(tmp_path / "optuna.db") as db:
         (count,) = db.execute("select count(*) from trials").fetchone()
     assert count == 3

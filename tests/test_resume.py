@@ -1,13 +1,9 @@
 """--resume: a study interrupted with Ctrl-C continues where it stopped; finished trials are
 not rerun and every trial ends with exactly one MLflow run."""
 
-import signal
-import subprocess
-import sys
-
 from mlflow.tracking import MlflowClient
 
-from conftest import STUDIES, run_study_script, study_env
+from conftest import interrupt_study_script, run_study_script
 
 TRIALS = 6  # smoke: 2 students x (sft, kd, revkd)
 
@@ -19,23 +15,9 @@ def _children(client, experiment_id, parent_id):
 
 def test_an_interrupted_study_resumes_without_rerunning_or_duplicating(tmp_path, shared_cache):
     flags = ["--smoke", "--cache-dir", str(shared_cache), "--max-concurrent", "1"]
-    study = subprocess.Popen(
-        [sys.executable, str(STUDIES / "temperature.py"), *flags],
-        cwd=tmp_path,
-        env=study_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = []
-    for line in study.stdout:  # Ctrl-C once two trials have finished
-        output.append(line)
-        if "[2/6 done" in line:
-            study.send_signal(signal.SIGINT)
-            break
-    output += study.stdout.readlines()
-    assert study.wait(timeout=300) == 130, "".join(output)[-3000:]
-    assert "--resume" in "".join(output[-5:])
+    code, output = interrupt_study_script(*flags, cwd=tmp_path, after="[2/6 done")
+    assert code == 130, output[-3000:]
+    assert "--resume" in output.splitlines()[-1]
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("kdray-temperature-smoke")
