@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.tables import teacher_accuracy  # noqa: E402
+from analysis.tables import METHOD_ORDER, teacher_accuracy  # noqa: E402
 
 FACTORS = {"temperature": "temperature T", "noise_sigma": "teacher-logit noise σ"}
 
@@ -35,16 +35,26 @@ def accuracy_by_method(frame: pd.DataFrame, path: Path) -> Path:
     figure, axes = plt.subplots(
         1, len(students), figsize=(4.2 * len(students), 3.4), squeeze=False, sharey=True
     )
-    teacher = teacher_accuracy(frame).mean()
     kinds = students_rows["teacher_kind"].replace("", None).nunique() > 1
+    teachers = frame[frame["role"] == "teacher"]
+    if kinds:  # one reference line per teacher kind
+        by_kind = teachers.groupby("teacher_kind")
+        teacher_lines = {f"teacher ({k})": teacher_accuracy(rows).mean() for k, rows in by_kind}
+    else:
+        teacher_lines = {"teacher": teacher_accuracy(frame).mean()}
+    teacher_lines = {k: v for k, v in teacher_lines.items() if pd.notna(v)}
     for axis, student in zip(axes[0], students.index, strict=True):
         rows = students_rows[students_rows["student"] == student]
         label = rows["method"] + (" " + rows["teacher_kind"].fillna("") if kinds else "")
-        bars = rows.assign(label=label.str.strip()).groupby("label", sort=False)["accuracy"].mean()
+        bars = rows.assign(label=label.str.strip()).groupby("label")["accuracy"].mean()
+        bars = bars.reindex(
+            sorted(bars.index, key=lambda b: (METHOD_ORDER.get(b.split()[0], 99), b))
+        )
         axis.bar(range(len(bars)), bars.values, color="tab:blue")
         axis.set_xticks(range(len(bars)), bars.index, rotation=45, ha="right", fontsize="small")
-        if pd.notna(teacher):
-            axis.axhline(teacher, color="black", linestyle=":", label="teacher")
+        for (kind, value), style in zip(teacher_lines.items(), (":", "-."), strict=False):
+            axis.axhline(value, color="black", linestyle=style, label=kind)
+        if teacher_lines:
             axis.legend(loc="best", fontsize="small")
         axis.set_title(student)
         axis.grid(alpha=0.3, axis="y")

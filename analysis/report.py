@@ -31,8 +31,15 @@ def write_study_summary(tracking_uri: str, parent_run_id: str, out_dir: Path) ->
     rouge = "metric" in frame and (frame["metric"] == "rouge_l").any()
     if rouge:
         lines += ["Scores are ROUGE-L F x 100 (instruction following), in the accuracy column.", ""]
-    for task, value in teacher.items():
-        lines.append(f"Teacher {'ROUGE-L' if rouge else 'accuracy'} on {task}: {value:.1f}")
+    metric = "ROUGE-L" if rouge else "accuracy"
+    teachers = frame[frame["role"] == "teacher"]
+    if teachers["teacher_kind"].nunique() > 1:  # a study comparing teacher kinds: one line each
+        for kind, rows in teachers.groupby("teacher_kind"):
+            for task, value in teacher_accuracy(rows).items():
+                lines.append(f"Teacher ({kind}) {metric} on {task}: {value:.1f}")
+    else:
+        for task, value in teacher.items():
+            lines.append(f"Teacher {metric} on {task}: {value:.1f}")
     if gap_student:
         lines.append(f"Largest teacher-SFT gap: {gap_student}")
     lines += ["", to_markdown(table), ""]

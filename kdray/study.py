@@ -33,6 +33,7 @@ from kdray.teacher import (
     teacher_folder,
 )
 from kdray.tracking import (
+    PARENT_TAG,
     RUN_NAME_TAG,
     RunLogger,
     ensure_experiment,
@@ -40,7 +41,7 @@ from kdray.tracking import (
     resolve_tracking_uri,
     run_tags,
 )
-from kdray.trial import DRIVER_CPUS, run_trial
+from kdray.trial import DRIVER_CPUS, FAILURE_TAG, run_trial
 from kdray.trial_teacher_signals import attach_teacher_signals
 from kdray.world.build import World, build_world
 
@@ -339,9 +340,23 @@ def _fit_and_summarise(
     elapsed = time.time() - clock.started
     timing = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in clock.phases.items())
     say(f"done in {elapsed:.0f}s ({timing}): {finished} trials finished, {failed} failed")
+    for name, reason in failed_trials(client, experiment_id, parent_id):
+        say(f"FAILED {name}: {reason}")
     return StudyOutcome(
         tracking_uri, experiment_id, parent_id, trials, failed, results_dir, clock.phases
     )
+
+
+def failed_trials(client: MlflowClient, experiment_id: str, parent_id: str) -> list[tuple]:
+    """(run name, reason) of each failed trial of the study, from its MLflow run."""
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`{PARENT_TAG}` = '{parent_id}' and attributes.status = 'FAILED'",
+    )
+    return [
+        (r.data.tags.get(RUN_NAME_TAG, r.info.run_id), r.data.tags.get(FAILURE_TAG, "unknown"))
+        for r in runs
+    ]
 
 
 def stopped_early(client: MlflowClient, parent_id: str, grid, planned: int) -> bool:
