@@ -242,6 +242,8 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
     if config.pairs and (args.teacher or args.students):
         chosen["pairs"] = True  # the user narrowed the preset's pairs
     fields = {k: v for k, v in design.grid(config, args.smoke).items() if k not in chosen}
+    if "kd" in fields and args.teacher_placement:  # the user's placement wins over the design's
+        fields["kd"] = dataclasses.replace(fields["kd"], teacher_placement=args.teacher_placement)
     if args.num_samples and not args.seeds and not design.search:
         fields["seeds"] = tuple(config.seeds[0] + i for i in range(args.num_samples))
     return dataclasses.replace(config, **fields)

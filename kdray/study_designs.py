@@ -8,6 +8,7 @@ grid: kdray/search.py runs it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +78,13 @@ def _teacher_domain(config: StudyConfig, smoke: bool) -> dict[str, Any]:
 def _paper(config: StudyConfig, smoke: bool) -> dict[str, Any]:
     if smoke:
         return {"methods": ("kd", "seqkd"), "temperatures": (1.0,)}
-    return {"methods": ("kd", "revkd", "seqkd", "gkd"), "temperatures": (1.0, 2.0, 5.0)}
+    fields: dict[str, Any] = {
+        "methods": ("kd", "revkd", "seqkd", "gkd"),
+        "temperatures": (1.0, 2.0, 5.0),
+    }
+    if config.zoo == "hub":  # T=5 reads no cache: a 70B teacher fits only sharded (kdray.plan)
+        fields["kd"] = dataclasses.replace(config.kd, teacher_placement="zero3")
+    return fields
 
 
 def _optimal(config: StudyConfig, smoke: bool) -> dict[str, Any]:

@@ -123,3 +123,12 @@ def test_trials_in_flight_follow_the_cluster(monkeypatch, resources, use_gpu, wo
     train = dataclasses.replace(config.student_train, use_gpu=use_gpu, num_workers=workers)
     config = dataclasses.replace(config, student_train=train)
     assert study_module.trials_in_flight(config) == expected
+
+
+def test_the_paper_grid_fits_a_cluster_by_sharding_online_teachers():
+    config = config_from_flags("paper")
+    assert config.kd.teacher_placement == "zero3"  # T=5 reads no cache: 70B teachers shard
+    assert all(row.gpus_per_trial for row in plan_pairs(config))  # every trial fits
+    chosen = config_from_flags("paper", ["--teacher-placement", "replica", "--ce-weight", "0.5"])
+    assert chosen.kd.teacher_placement == "replica" and chosen.kd.ce_weight == 0.5
+    assert any(row.gpus_per_trial is None for row in plan_pairs(chosen))
