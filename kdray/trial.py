@@ -88,5 +88,9 @@ def run_trial(config: dict[str, Any]) -> None:
 
 
 def _failure_reason(error: BaseException) -> str:
-    lines = traceback.format_exception_only(type(error), error)
-    return lines[-1].strip()[:500]
+    """The error that ended the trial in one line: Train wraps a worker's exception with its
+    traceback, whose last line names the real error (e.g. `...NonFiniteLossError: loss became
+    nan at step 1`)."""
+    text = "".join(traceback.format_exception_only(type(error), error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else type(error).__name__
