@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,19 +198,11 @@ def run_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
         "num_samples": search.num_samples,
     }
     _state_file(config, study.parent_id).write_text(json.dumps(state))
-    failed = 0
-    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
     try:
-        for student in templates:
-            grid = _search_tuner(config, search, state, student).fit()
-            failed += grid.num_errors
-            if stopped_early(study.client, study.parent_id, grid, search.num_samples):
-                return _interrupted(config, study.client, study.tracking_uri, study.parent_id)
+        return _search_students(config, search, state, study.tracking_uri, study.parent_id)
     except BaseException:
         study.client.set_terminated(study.parent_id, RunStatus.to_string(RunStatus.FAILED))
         raise
-    study.clock.done("trials")
-    return _summarise(config, study.client, study.tracking_uri, study.parent_id, state, failed)
 
 
 STOPPED_TAG = "kdray.stopped_early"
@@ -409,8 +400,18 @@ def _resume_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
     state = json.loads(file.read_text())
     say(f"resuming search run {parent_id}")
     connect_ray()
-    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
     client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    return _search_students(config, search, state, tracking_uri, parent_id)
+
+
+def _search_students(
+    config: StudyConfig, search: SearchConfig, state: dict, tracking_uri: str, parent_id: str
+) -> StudyOutcome:
+    """Each student's search in turn (restored where an earlier run was interrupted), then
+    the best-settings table; a Ctrl-C leaves the parent run open for --resume."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
     failed = 0
     for student in state["templates"]:
         grid = _search_tuner(config, search, state, student).fit()

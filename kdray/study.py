@@ -63,6 +63,8 @@ class StudyOutcome:
 
 def connect_ray() -> None:
     """Join the running cluster (a `ray start` head, a Ray job) or start a local Ray."""
+    # Tune's TensorBoard logger reports at INFO every config value it cannot chart.
+    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
     if ray.is_initialized():
         return
     try:
@@ -177,8 +179,6 @@ def run_study(config: StudyConfig) -> StudyOutcome:
     study = prepare_study(config)
     plans = study.plans
     try:
-        # Tune's TensorBoard logger reports at INFO every config value it cannot chart.
-        logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
         concurrent = trials_in_flight(config, max(p["spec"]["train"]["num_workers"] for p in plans))
         say(f"running {len(plans)} trials, {in_flight_text(concurrent)}")
         name = f"{config.name}-{study.parent_id[:8]}"
@@ -388,7 +388,6 @@ def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:
         )
     say(f"resuming study run {parent_id} ({parent.info.run_name}) from {path}")
     connect_ray()
-    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
     client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
     tuner = tune.Tuner.restore(
         path,

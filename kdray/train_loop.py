@@ -219,7 +219,11 @@ def train_worker(config: dict[str, Any]) -> None:
         engine.train()
         return total
 
-    score_items = read_split(spec.data_dir, "validation")[: train.report_val_score]
+    score_items = (
+        read_split(spec.data_dir, "validation")[: train.report_val_score]
+        if train.report_val_score
+        else []
+    )
     synced = train.zero_stage == 3 and world_size > 1  # ZeRO-3 forwards are collectives
 
     def validation_score() -> float:
