@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -97,4 +98,89 @@ def accuracy_vs_factor(frame: pd.DataFrame, factor: str, path: Path) -> Path:
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
     axes[0][-1].legend(loc="best", fontsize="small")
+    return _save(figure, path)
+
+
+METHOD_COLOURS = {"kd": "tab:blue", "revkd": "tab:orange", "seqkd": "tab:green",
+                  "gkd": "tab:red", "skew_fkl": "tab:purple", "skew_rkl": "tab:brown"}  # fmt: skip
+
+
+def _methods(observations: pd.DataFrame) -> list[str]:
+    return sorted(observations["method"].unique(), key=lambda m: (METHOD_ORDER.get(m, 99), m))
+
+
+def improvement_by_method(observations: pd.DataFrame, task: str, path: Path) -> Path:
+    """One message: does each KD method beat SFT? Every (teacher, student) pair's improvement
+    as a dot, the method's mean as a bar, zero marked."""
+    rows = observations[observations["task"] == task]
+    methods = _methods(rows)
+    figure, axis = plt.subplots(figsize=(1.1 * len(methods) + 2.4, 3.4))
+    for x, method in enumerate(methods):
+        values = rows[rows["method"] == method]["improvement"].dropna()
+        colour = METHOD_COLOURS.get(method, "tab:gray")
+        axis.bar(x, values.mean(), color=colour, alpha=0.35, width=0.6)
+        spread = [x + 0.18 * ((i % 5) - 2) / 2 for i in range(len(values))]
+        axis.scatter(spread, values, color=colour, s=18, zorder=3)
+    axis.axhline(0, color="black", linewidth=0.8)
+    values = rows["improvement"].dropna()
+    low, high = min(0.0, values.min()), max(0.0, values.max())
+    pad = 0.1 * ((high - low) or 1.0)
+    axis.set_ylim(low - pad, high + pad)  # dots at zero stay visible above the bars' floor
+    axis.set_xticks(range(len(methods)), methods)
+    axis.set_ylabel(f"improvement over SFT\n({task}, points)")
+    axis.set_title("KD vs SFT per method\n(bar: mean; dot: one teacher-student pair)", fontsize=10)
+    axis.grid(alpha=0.3, axis="y")
+    return _save(figure, path)
+
+
+def improvement_vs(
+    observations: pd.DataFrame, variable: str, label: str, task: str, path: Path, rho: float
+) -> Path:
+    """One message: how improvement moves with `variable` (student size, teacher accuracy),
+    one colour per method, Spearman's rho over all methods in the title."""
+    rows = observations[observations["task"] == task].dropna(subset=[variable, "improvement"])
+    figure, axis = plt.subplots(figsize=(5.2, 3.6))
+    for method in _methods(rows):
+        part = rows[rows["method"] == method].sort_values(variable)
+        axis.plot(part[variable], part["improvement"], marker="o", linestyle="", alpha=0.75,
+                  color=METHOD_COLOURS.get(method, "tab:gray"), label=method)  # fmt: skip
+    if variable == "student_size" and (rows[variable] > 0).all():
+        axis.set_xscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+        axis.xaxis.set_major_formatter(plain)
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.set_xticks(sorted(rows[variable].unique()))
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set_xlabel(label)
+    axis.set_ylabel(f"improvement over SFT ({task}, points)")
+    shown = "n/a" if pd.isna(rho) else f"{rho:.2f}"
+    axis.set_title(f"Improvement over SFT vs {label.split(' (')[0]}\n(Spearman ρ = {shown}, "
+                   "all methods)", fontsize=10)  # fmt: skip
+    axis.legend(fontsize="small", loc="best")
+    axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def agreement_fidelity_bars(table: pd.DataFrame, path: Path) -> Path:
+    """One message: does KD bring the student closer to its teacher than SFT does? Agreement
+    and BLEU fidelity per student, SFT next to KD."""
+    figure, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    x = range(len(table))
+    for axis, value, label in zip(
+        axes,
+        ("agreement", "fidelity"),
+        ("agreement with teacher (%)", "fidelity (BLEU)"),
+        strict=True,
+    ):
+        for offset, kind, colour in ((-0.2, "SFT", "tab:gray"), (0.2, "KD", "tab:blue")):
+            column = f"{value} {kind}"
+            if column in table:
+                axis.bar([i + offset for i in x], table[column], width=0.4, label=kind,
+                         color=colour)  # fmt: skip
+        axis.set_xticks(list(x), table["student"], rotation=30, ha="right", fontsize="small")
+        axis.set_ylabel(label)
+        axis.margins(y=0.15)
+        axis.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize="small", loc="lower right", framealpha=0.9)
+    figure.suptitle("Teacher-student agreement and fidelity: SFT vs KD", fontsize=10)
     return _save(figure, path)

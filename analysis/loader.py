@@ -8,6 +8,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from kdray.config import TEACHER_KINDS, score_metric
+from kdray.errors import KdrayError
+from kdray.tracking import missing_sqlite_store
 
 SCHEMA_COLUMNS = (
     "study",
@@ -35,6 +37,7 @@ NUMERIC_COLUMNS = (
     "agreement",
     "fidelity",
 )
+OPTIONAL_COLUMNS = [c for c in SCHEMA_COLUMNS if c not in REQUIRED_COLUMNS]
 PARAM_COLUMNS = [c for c in SCHEMA_COLUMNS if c not in ("accuracy", "agreement", "fidelity")]
 EXTRA_COLUMNS = ("metric", "run_id", "seed", "role")
 """`metric` says what `accuracy` holds: `accuracy` (percent) or `rouge_l` (instruction
@@ -117,12 +120,69 @@ def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
     return _typed(pd.DataFrame(rows, columns=[*SCHEMA_COLUMNS, *EXTRA_COLUMNS]))
 
 
+def study_parent_runs(
+    tracking_uri: str, experiment: str, study: str | None = None, parent_run: str | None = None
+) -> list[str]:
+    """The study parent runs of an MLflow experiment (newest first), optionally only those of
+    one study name or one parent run id."""
+    if missing_sqlite_store(tracking_uri):
+        raise KdrayError(
+            f"no MLflow store at {tracking_uri}: pass --tracking-uri of the study's store "
+            "(default ./mlflow.db)"
+        )
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise KdrayError(
+            f"no MLflow experiment {experiment!r} at {tracking_uri} (experiments there: "
+            f"{names}); pass --experiment NAME and --tracking-uri URI of the study's store"
+        )
+    query = "tags.`kdray.role` = 'study'"
+    if study:
+        query += f" and tags.`kdray.study` = '{study}'"
+    parents = [r.info.run_id for r in _all_runs(client, [found.experiment_id], query)]
+    if parent_run:
+        parents = [p for p in parents if p == parent_run]
+    if not parents:
+        raise KdrayError(
+            f"experiment {experiment!r} holds no study run"
+            + (f" of study {study!r}" if study else "")
+            + (f" with id {parent_run}" if parent_run else "")
+            + ": check the names with `mlflow ui` or run the study first"
+        )
+    return parents
+
+
+def load_experiment_results(tracking_uri: str, parent_runs: list[str]) -> pd.DataFrame:
+    """The tidy rows of several study runs together (their finished trials and teachers)."""
+    frames = [load_mlflow_results(tracking_uri, parent) for parent in parent_runs]
+    return _typed(pd.concat(frames, ignore_index=True))
+
+
 def read_results_csv(path: Path) -> pd.DataFrame:
     """Results produced elsewhere, in the same schema; optional columns may be missing."""
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise KdrayError(
+            f"no results file {path}: pass the path of a CSV in the tidy schema"
+        ) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        columns = ", ".join(REQUIRED_COLUMNS)
+        raise KdrayError(
+            f"{path} is not a readable CSV ({reason}): write it with a header row and the "
+            f"columns {columns}"
+        ) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path} lacks required columns {', '.join(missing)}")
+        raise KdrayError(
+            f"{path} lacks required columns {', '.join(missing)}: the tidy schema needs "
+            f"{', '.join(REQUIRED_COLUMNS)} (optional: {', '.join(OPTIONAL_COLUMNS)})"
+        )
+    if frame.empty:
+        raise KdrayError(f"{path} has a header but no rows: nothing to analyse")
     for column in SCHEMA_COLUMNS:
         if column not in frame.columns:
             frame[column] = None

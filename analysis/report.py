@@ -7,6 +7,7 @@ from pathlib import Path
 
 from analysis.figures import study_figure
 from analysis.loader import load_mlflow_results
+from analysis.study_report import write_report
 from analysis.tables import (
     across_tasks,
     largest_gap_student,
@@ -54,8 +55,16 @@ def write_study_summary(tracking_uri: str, parent_run_id: str, out_dir: Path) ->
     for name in ("results.md", "results.csv", "results_by_task.csv", "runs.csv"):
         logger.log_file(out_dir / name, "analysis")
     logger.log_file(figure, "analysis")
+    # The study's statistics (t-tests, ANOVA, Spearman, ablations) from the same rows.
+    report = write_report(by_task, out_dir / "report", source=f"study run {parent_run_id}")
+    logger.log_dir(out_dir / "report", "report")
     print(markdown, flush=True)
-    print(f"[kdray] table and figure written to {out_dir.resolve()}/", flush=True)
+    print(f"[kdray] {report.headline}", flush=True)
+    print(
+        f"[kdray] table and figure written to {out_dir.resolve()}/; statistics report: "
+        f"{report.markdown.resolve()} (and report.html, tests.csv)",
+        flush=True,
+    )
     print(browse_hint(tracking_uri, parent_run_id), flush=True)
     return markdown
 

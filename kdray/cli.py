@@ -99,6 +99,14 @@ def study_parser(design: StudyDesign) -> OneLineParser:
         "1; --seeds wins); optimal: Optuna trials per student size"
         + (f" (default {DEFAULT_SEARCH_TRIALS})" if design.search else ""),
     )
+    if design.search:
+        parser.add_argument(
+            "--confirm-seeds",
+            type=int,
+            default=1,
+            help="train each student's pick again until it has N seeds and report the test "
+            "mean and sd (default 1: the search's own run only)",
+        )
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -277,6 +285,7 @@ def study_main(
             search = SearchConfig(
                 num_samples=args.num_samples or trials,
                 score_items=min(SearchConfig.score_items, config.eval.max_items),
+                confirm_seeds=args.confirm_seeds,
                 **{k: v for k, v in chosen.items() if v},
             )
             outcome = run_search(config, search)

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,25 +57,31 @@ class SearchConfig:
 
     num_samples: int = DEFAULT_SEARCH_TRIALS
     """Optuna trials per student size."""
-    methods: tuple[str, ...] = ALL_KD_METHODS
+    methods: tuple[str, ...] = ("sft", *ALL_KD_METHODS)
+    """Methods the search may pick; `sft` (no teacher) is one, since for some students the
+    best setting is not to distil."""
     temperature_range: tuple[float, float] = (0.5, 5.0)
     """T, sampled log-uniformly."""
     noise_sigmas: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0)
     lr_factor_range: tuple[float, float] = (1 / 3, 3.0)
     """Learning rate = the preset's x a factor sampled log-uniformly from this range."""
     startup_trials: int = 3
-    """Random trials before TPE models the results (Optuna's default of 10 exceeds a small
-    budget). The first trial is the preset's own KD setting (kd, T=1, sigma 0)."""
+    """Trials before TPE models the results (Optuna's default of 10 exceeds a small budget):
+    the preset's own settings first (kd T=1 sigma 0, then sft), then random ones."""
     reports: int = 3
     """Progress reports per trial, each with the validation score: ASHA's rungs."""
     score_items: int = 100
     """Validation items scored greedily at each progress report."""
     seed: int = 0
+    confirm_seeds: int = 1
+    """N > 1: each student's pick is trained again with seeds 1..N-1 (test mean and sd over N
+    seeds in the table): single runs of a tiny student swing by tens of points with the seed."""
 
     def __post_init__(self) -> None:
         from kdray.config import _check
 
         _check(self.num_samples >= 1, f"--num-samples must be >= 1, got {self.num_samples}")
+        _check(self.confirm_seeds >= 1, f"--confirm-seeds must be >= 1, got {self.confirm_seeds}")
         _check(self.reports >= 1, f"reports must be >= 1, got {self.reports}")
 
 
@@ -86,7 +93,8 @@ def suggest_settings(
     if method in TEACHER_LOGIT_METHODS:
         trial.suggest_float("temperature", *search.temperature_range, log=True)
         trial.suggest_categorical("noise_sigma", list(search.noise_sigmas))
-    trial.suggest_float("ce_weight", 0.0, 1.0)
+    if method != "sft":
+        trial.suggest_float("ce_weight", 0.0, 1.0)
     if method == "gkd":
         trial.suggest_float("beta", 0.0, 1.0)
         trial.suggest_float("on_policy_fraction", 0.0, 1.0)
@@ -106,7 +114,7 @@ def sample_name(sample: dict[str, Any]) -> str:
         if k == "learning_rate"
         else f"{SHORT_NAMES.get(k, k)}={v:.3g}"
         for k, v in sample.items()
-        if k != "method" and v is not None
+        if k not in ("method", "confirms") and v is not None
     ]
     return " ".join([sample["method"], *shown])
 
@@ -126,23 +134,28 @@ def run_search_trial(config: dict[str, Any], study: dict[str, Any], templates: d
     cache = spec.teacher_cache
     if kd.needs_teacher_logits and choose_teacher_signal(kd, vocab).kind == "online":
         cache = None  # e.g. noise on a top-k cache: the teacher runs in the trial
-    train = dataclasses.replace(spec.train, learning_rate=config["learning_rate"])
+    seed = config.get("seed", spec.train.seed)  # set by a confirmation run
+    train = dataclasses.replace(spec.train, learning_rate=config["learning_rate"], seed=seed)
     spec = dataclasses.replace(spec, kd=kd, train=train, teacher_cache=cache)
     trial_id = tune.get_context().get_trial_id()
     label = run_label(kd, template["params"]["student"], template["teacher"], "", False)
+    label += f" lr={train.learning_rate:.2g}" + (f" seed={seed}" if "seed" in config else "")
     params = dict(template["params"])
     params.update(
         method=kd.method,
         temperature=kd.temperature if kd.needs_teacher_logits else "",
         noise_sigma=kd.noise_sigma if kd.needs_teacher_logits else "",
-        ce_weight=kd.ce_weight,
+        ce_weight=kd.ce_weight if kd.method != "sft" else "",
         learning_rate=train.learning_rate,
+        seed=seed,
         search_trial=trial_id,
     )
+    if "seed" in config:
+        params["confirms"] = config["confirms"]
     plan = {
         **template,
         "key": f"search|{params['student']}|{trial_id}",
-        "run_name": f"{label} lr={train.learning_rate:.2g}",
+        "run_name": label,
         "params": params,
         "spec": spec.to_dict(),
     }
@@ -162,7 +175,7 @@ def search_plans(config: StudyConfig, search: SearchConfig) -> StudyConfig:
     )
     return dataclasses.replace(
         config,
-        methods=search.methods,
+        methods=tuple(m for m in search.methods if m != "sft"),  # sft plans come with any study
         temperatures=(1.0,),
         noise_sigmas=(0.0,),
         student_train=train,
@@ -185,7 +198,7 @@ def run_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
     study = prepare_study(search_plans(config, search))
     templates: dict[str, dict[str, dict]] = {}
     for plan in study.plans:
-        if plan["teacher"]:
+        if plan["teacher"] or "sft" in search.methods:
             templates.setdefault(plan["params"]["student"], {})[plan["spec"]["kd"]["method"]] = plan
     storage = optuna_storage(study.tracking_uri, config.cache_root())
     study.client.set_tag(study.parent_id, "kdray.optuna_storage", storage)
@@ -197,7 +210,7 @@ def run_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
         "optuna_storage": storage,
         "num_samples": search.num_samples,
     }
-    _state_file(config, study.parent_id).write_text(json.dumps(state))
+    search_state_file(config, study.parent_id).write_text(json.dumps(state))
     try:
         return _search_students(config, search, state, study.tracking_uri, study.parent_id)
     except BaseException:
@@ -235,7 +248,9 @@ class TrialRunCloser(tune.Callback):
             client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
 
 
-def _state_file(config: StudyConfig, parent_id: str) -> Path:
+def search_state_file(config: StudyConfig, parent_id: str) -> Path:
+    """What --resume (and benchmarks/search_vs_grid.py) need to run more of a search's trials
+    without preparing the study again: context, templates, names, Optuna storage."""
     return config.cache_root() / "ray_results" / f"{config.name}-{parent_id[:8]}-search.json"
 
 
@@ -260,7 +275,7 @@ def _search_tuner(
                 space=functools.partial(suggest_settings, search=search, base_lr=base_lr),
                 metric=SEARCH_METRIC,
                 mode="max",
-                points_to_evaluate=[_preset_point(config, base_lr)],
+                points_to_evaluate=_preset_points(config, search, base_lr),
                 sampler=optuna.samplers.TPESampler(
                     seed=search.seed, n_startup_trials=search.startup_trials
                 ),
@@ -282,9 +297,46 @@ def _search_tuner(
             storage_path=state["context"]["storage_path"],
             verbose=0,
             callbacks=[
-                ProgressCallback(search.num_samples, sample_name),
+                ProgressCallback(search.num_samples, sample_name, SEARCH_METRIC),
                 TrialRunCloser(state["context"]),
             ],
+        ),
+    )
+
+
+def validation_pick(grid) -> tuple[dict[str, Any], str] | None:
+    """The search's pick: the completed trial (one with a test score) that scored best on
+    validation, as (its sampled settings, its Tune trial id); None if none completed."""
+    complete = [r for r in grid if r.metrics and "score" in r.metrics]
+    if not complete:
+        return None
+    best = max(complete, key=lambda r: r.metrics[SEARCH_METRIC])
+    return dict(best.config), best.metrics["trial_id"]
+
+
+def confirm_tuner(
+    config: StudyConfig, search: SearchConfig, state: dict, student: str, pick: dict, of: str
+) -> tune.Tuner:
+    """Train `pick` again with seeds 1..confirm_seeds-1 (child runs with param `confirms` =
+    `of`, the trial they repeat); restored when an earlier run of it was interrupted."""
+    name = f"{state['names'][student]}-confirm-{of}"
+    path = Path(state["context"]["storage_path"]) / name
+    trainable = _trainable(state["context"], state["templates"][student])
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(
+            str(path), trainable=trainable, resume_unfinished=True, resume_errored=False
+        )
+    seeds = list(range(1, search.confirm_seeds))
+    say(f"confirming {student}'s pick {sample_name(pick)} with seeds {seeds}")
+    return tune.Tuner(
+        trainable,
+        param_space={**pick, "seed": tune.grid_search(seeds), "confirms": of},
+        tune_config=tune.TuneConfig(max_concurrent_trials=trials_in_flight(config)),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=state["context"]["storage_path"],
+            verbose=0,
+            callbacks=[ProgressCallback(len(seeds), sample_name), TrialRunCloser(state["context"])],
         ),
     )
 
@@ -304,15 +356,15 @@ def _trainable(context: dict, templates: dict):
     )
 
 
-def _preset_point(config: StudyConfig, base_lr: float) -> dict[str, Any]:
-    """The preset's own KD setting, tried first so the search starts from the known default."""
-    return {
-        "method": "kd",
-        "temperature": 1.0,
-        "noise_sigma": 0.0,
-        "ce_weight": config.kd.ce_weight,
-        "learning_rate": base_lr,
-    }
+def _preset_points(
+    config: StudyConfig, search: SearchConfig, base_lr: float
+) -> list[dict[str, Any]]:
+    """The preset's own settings (kd T=1 sigma 0, and sft), tried first so the search starts
+    from the known defaults; those whose method the search leaves out are skipped."""
+    kd = {"method": "kd", "temperature": 1.0, "noise_sigma": 0.0,
+          "ce_weight": config.kd.ce_weight, "learning_rate": base_lr}  # fmt: skip
+    sft = {"method": "sft", "learning_rate": base_lr}
+    return [point for point in (kd, sft) if point["method"] in search.methods]
 
 
 def best_settings(client, parent_id: str, storage: str, names: dict[str, str]) -> pd.DataFrame:
@@ -324,7 +376,10 @@ def best_settings(client, parent_id: str, storage: str, names: dict[str, str]) -
     )
     rows = []
     for student in sorted({r.data.params.get("student") for r in runs}):
-        mine = [r for r in runs if r.data.params.get("student") == student]
+        repeats = [r for r in runs if r.data.params.get("student") == student
+                   and "confirms" in r.data.params]  # fmt: skip
+        mine = [r for r in runs if r.data.params.get("student") == student
+                and "confirms" not in r.data.params]  # fmt: skip
         complete = [r for r in mine if "score" in r.data.metrics]
         row: dict[str, Any] = {
             "student": student,
@@ -341,6 +396,14 @@ def best_settings(client, parent_id: str, storage: str, names: dict[str, str]) -
                 row[name] = params.get(f"config.kd.{name}", "") if params["method"] == "gkd" else ""
             row["val_score"] = best.data.metrics[SEARCH_METRIC]
             row["test_score"] = best.data.metrics["score"]
+            trial = params.get("search_trial")
+            scores = [row["test_score"]] + [
+                r.data.metrics["score"] for r in repeats
+                if r.data.params["confirms"] == trial and "score" in r.data.metrics
+            ]  # fmt: skip
+            if len(scores) > 1:
+                row.update(seeds=len(scores), test_mean=statistics.mean(scores),
+                           test_sd=statistics.stdev(scores))  # fmt: skip
             row["run_id"] = best.info.run_id
         importances = _importances(storage, names.get(student))
         row["importances"] = ", ".join(f"{k} {v:.2f}" for k, v in importances.items())
@@ -391,7 +454,7 @@ def _resume_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     parent_id = find_unfinished_study(config, tracking_uri).info.run_id
     client = MlflowClient(tracking_uri)
-    file = _state_file(config, parent_id)
+    file = search_state_file(config, parent_id)
     if not file.is_file():
         raise KdrayError(
             f"search run {parent_id} was interrupted before its trials started: run the study "
@@ -418,4 +481,10 @@ def _search_students(
         failed += grid.num_errors
         if stopped_early(client, parent_id, grid, state["num_samples"]):
             return _interrupted(config, client, tracking_uri, parent_id)
+        pick = validation_pick(grid)
+        if search.confirm_seeds > 1 and pick:
+            confirmed = confirm_tuner(config, search, state, student, *pick).fit()
+            failed += confirmed.num_errors
+            if stopped_early(client, parent_id, confirmed, search.confirm_seeds - 1):
+                return _interrupted(config, client, tracking_uri, parent_id)
     return _summarise(config, client, tracking_uri, parent_id, state, failed)

@@ -37,6 +37,7 @@ from kdray.tracking import (
     RUN_NAME_TAG,
     RunLogger,
     ensure_experiment,
+    missing_sqlite_store,
     package_versions,
     resolve_tracking_uri,
     run_tags,
@@ -102,18 +103,24 @@ def in_flight_text(concurrent: int | None) -> str:
 class ProgressCallback(tune.Callback):
     """One line per finished trial: trials done / running / left, and the best so far."""
 
-    def __init__(self, total: int, name_of: Callable[[dict], str] | None = None):
+    def __init__(
+        self, total: int, name_of: Callable[[dict], str] | None = None, metric: str = "score"
+    ):
         self.total = total
         self.name_of = name_of or (lambda config: config["plan"]["run_name"])
+        self.metric = metric
+        """The score shown and ranked: a search ranks on validation, keeping test unseen."""
         self.started = time.time()
         self.best: tuple[float, str] | None = None
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        score = (trial.last_result or {}).get("score")
+        result = trial.last_result or {}
+        score = result.get(self.metric) if "score" in result else None
         name = self.name_of(trial.config)
         if score is not None and (self.best is None or score > self.best[0]):
             self.best = (score, name)
-        what = f"{name}: score {score:.1f}" if score is not None else f"{name}: stopped early"
+        shown = "val" if self.metric == "val_score" else "score"
+        what = f"{name}: {shown} {score:.1f}" if score is not None else f"{name}: stopped early"
         self._line(trials, trial, what)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -401,7 +408,7 @@ def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:
 def find_unfinished_study(config: StudyConfig, uri: str):
     """The latest parent run of this study in its experiment that did not finish."""
     # Opening a SQLite store creates it: a store that does not exist has nothing to resume.
-    missing = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+    missing = missing_sqlite_store(uri)
     client = None if missing else MlflowClient(uri)
     experiment = None if missing else client.get_experiment_by_name(config.experiment_name)
     runs = []

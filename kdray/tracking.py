@@ -35,6 +35,12 @@ PINNED_PACKAGES = (
 _MAX_PARAM_LENGTH = 6000
 
 
+def missing_sqlite_store(uri: str) -> bool:
+    """True for a SQLite store whose file does not exist: opening it would create it, so a
+    reader that only looks must check first."""
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+
+
 def resolve_tracking_uri(flag: str | None = None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else a SQLite file in the working directory."""
     uri = flag or os.environ.get("MLFLOW_TRACKING_URI")
@@ -161,6 +167,9 @@ class RunLogger:
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dir(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(path), artifact_path)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():

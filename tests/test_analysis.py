@@ -8,6 +8,7 @@ import pytest
 from analysis.figures import accuracy_vs_factor, study_figure
 from analysis.loader import read_results_csv
 from analysis.tables import largest_gap_student, results_table, to_markdown
+from kdray.errors import KdrayError
 
 
 def tidy(rows):
@@ -66,7 +67,7 @@ def test_csv_input_needs_the_required_columns(tmp_path):
     assert math.isnan(frame["agreement"].iloc[0])
     bad = tmp_path / "bad.csv"
     tidy(ROWS).drop(columns=["accuracy"]).to_csv(bad, index=False)
-    with pytest.raises(ValueError, match="lacks required columns accuracy"):
+    with pytest.raises(KdrayError, match="lacks required columns accuracy"):
         read_results_csv(bad)
 
 

@@ -21,7 +21,8 @@ def test_the_space_is_conditional_on_the_method():
         params, method = trial.params, trial.params["method"]
         seen.add(method)
         assert ("beta" in params) == ("on_policy_fraction" in params) == (method == "gkd")
-        assert ("temperature" in params) == (method != "seqkd")
+        assert ("temperature" in params) == (method not in ("seqkd", "sft"))
+        assert ("ce_weight" in params) == (method != "sft")
         assert 1e-2 / 3 <= params["learning_rate"] <= 3e-2
         if "temperature" in params:
             assert 0.5 <= params["temperature"] <= 5.0

@@ -10,6 +10,7 @@ import time
 import urllib.parse
 import urllib.request
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -87,6 +88,34 @@ def test_analysis_reads_the_runs_back_and_writes_table_and_figure(smoke):
     assert "all tasks" in table and (results / "results_by_task.csv").is_file()
     assert table.strip() in stdout  # the same table is printed
     assert "mlflow ui --backend-store-uri" in stdout
+
+
+def test_the_study_ends_with_its_statistics_report_and_the_cli_rebuilds_it(smoke, tmp_path):
+    workdir, uri, stdout = smoke
+    client, parents, _ = _study_runs(uri)
+    parent = parents[0].info.run_id
+    report = workdir / "results" / "temperature-smoke" / "report"
+    tests = pd.read_csv(report / "tests.csv")
+    # 2 students x kd and revkd: 4 observations per task (3 tasks + Average)
+    headline = tests[(tests["test"] == "ttest_improvement") & (tests["group"] == "all")]
+    assert set(headline["task"]) == {"arith-1step", "arith-2step", "arith-3step", "Average"}
+    assert set(headline["n"]) == {4}
+    assert {"anova_methods", "spearman_student_size"} <= set(tests["test"])
+    assert "KD improvement over SFT > 0 on Average" in stdout  # the headline, printed
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/report.md", "report/report.html", "report/tests.csv"} <= logged
+
+    # The same report from the experiment, as a user runs it afterwards
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis", "report", "--experiment", "kdray-temperature-smoke",
+         "--tracking-uri", uri, "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    again = pd.read_csv(out / "tests.csv")
+    pd.testing.assert_frame_equal(again, tests)  # the same rows give the same statistics
+    assert "logged to the study runs" in result.stdout
 
 
 def test_second_run_reuses_world_and_teacher(smoke, shared_cache):

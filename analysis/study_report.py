@@ -1,0 +1,249 @@
+"""The study's report from its tidy rows: tests.csv (full precision), report.md and
+report.html (rounded tables, embedded figures), PNG figures and LaTeX tables in one folder."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import ablations, figures
+from analysis.conventions import Conventions, observations, with_average, with_sizes
+from analysis.hypothesis_tests import run_tests
+
+ROUNDED = {"statistic": "{:.3g}", "p_value": "{:.3g}"}
+
+
+@dataclass
+class Section:
+    """One part of the report: a heading, sentences, a table and a figure (each optional)."""
+
+    title: str
+    text: list[str] = field(default_factory=list)
+    table: pd.DataFrame | None = None
+    figure: Path | None = None
+    latex: str | None = None
+    """File name (no suffix) of the table's LaTeX version under tables/."""
+
+
+def _rounded(table: pd.DataFrame) -> pd.DataFrame:
+    """For reading: p-values and statistics to 3 significant digits, other numbers to 1
+    decimal; missing values blank."""
+    shown = table.copy()
+    for column in shown.columns:
+        if not pd.api.types.is_numeric_dtype(shown[column]) or column == "n":
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else v)
+            continue
+        spec = ROUNDED.get(column, "{:.3g}" if column.endswith("params_b") else "{:.1f}")
+        shown[column] = shown[column].map(lambda v, s=spec: "" if pd.isna(v) else s.format(v))
+    return shown
+
+
+def headline(tests: pd.DataFrame, task: str) -> str:
+    """The main result in one sentence: the t-test over all methods on `task`."""
+    row = tests[(tests["test"] == "ttest_improvement") & (tests["group"] == "all")
+                & (tests["task"] == task)]  # fmt: skip
+    if row.empty:
+        return "no KD runs with an SFT baseline of the same student: no t-test of improvement"
+    if pd.isna(row["statistic"].iloc[0]):
+        return f"improvement > 0 on {task}: too few observations for a t-test"
+    t, p, n = row[["statistic", "p_value", "n"]].iloc[0]
+    verdict = "significant" if p < 0.05 else "not significant"
+    return (
+        f"KD improvement over SFT > 0 on {task}: t = {t:.2f}, p = {p:.3g}, n = {int(n)} "
+        f"({verdict} at 0.05)"
+    )
+
+
+def build_sections(
+    frame: pd.DataFrame, tests: pd.DataFrame, obs: pd.DataFrame, conventions: Conventions,
+    source: str, figure_dir: Path,
+) -> list[Section]:  # fmt: skip
+    task = conventions.average_task if (obs["task"] == conventions.average_task).any() else None
+    task = task or (obs["task"].iloc[0] if not obs.empty else "")
+    students = frame[frame["role"].fillna("student") != "teacher"]
+    sections = [
+        Section(
+            "Data and conventions",
+            [
+                f"Source: {source}.",
+                f"{len(frame[frame['task'] != task])} rows; {students['student'].nunique()} "
+                "models, methods "
+                f"{', '.join(sorted(students['method'].unique()))}, domains "
+                f"{', '.join(sorted(frame['domain'].fillna('').astype(str).unique()))}; "
+                f"{len(obs)} observations in the main tests.",
+                *conventions.describe(),
+            ],  # fmt: skip
+        )
+    ]
+
+    def pick(*names: str) -> pd.DataFrame:
+        chosen = tests[tests["test"].isin(names)]
+        return chosen.sort_values(["domain", "task", "test", "group"])
+
+    if not obs.empty:
+        sections.append(
+            Section(
+                "Does KD improve over SFT? (one-sided one-sample t-test)",
+                [headline(tests, task) + "."],
+                pick("ttest_improvement"),
+                figures.improvement_by_method(obs, task, figure_dir / "improvement_by_method.png"),
+                "ttest_improvement",
+            )
+        )
+        sections.append(
+            Section(
+                "Do the KD methods differ? (one-way ANOVA; Kruskal-Wallis, η², Tukey HSD)",
+                [
+                    "Statistic: F for ANOVA, H for Kruskal-Wallis, η² (no p-value), and the mean "
+                    "difference (first minus second) for Tukey HSD."
+                ],  # fmt: skip
+                pick("anova_methods", "kruskal_methods", "eta_squared_methods", "tukey_hsd"),
+                latex="anova_methods",
+            )
+        )
+        spearman = pick(*[t for t in tests["test"].unique() if t.startswith("spearman_")])
+        section = Section(
+            "What does improvement go with? (Spearman correlations)",
+            [
+                "Statistic: Spearman's ρ of improvement with each variable; n pairs. Variables "
+                "that do not vary in these runs (ρ undefined) are left out here; tests.csv "
+                "keeps them with n."
+            ],  # fmt: skip
+            spearman.dropna(subset=["statistic"]),
+            latex="spearman",
+        )
+        sections.append(section)
+        for variable, label in (("student_size", "student size (B parameters)"),
+                                ("teacher_accuracy", "teacher accuracy")):  # fmt: skip
+            rho = spearman[(spearman["test"] == f"spearman_{variable}")
+                           & (spearman["group"] == "all") & (spearman["task"] == task)]  # fmt: skip
+            if obs[obs["task"] == task][variable].nunique() > 1:
+                sections.append(
+                    Section(
+                        f"Improvement vs {label}",
+                        figure=figures.improvement_vs(
+                            obs,
+                            variable,
+                            label,
+                            task,
+                            figure_dir / f"improvement_vs_{variable}.png",
+                            rho["statistic"].iloc[0] if len(rho) else float("nan"),
+                        ),
+                    )  # fmt: skip
+                )
+
+    on_task = frame[frame["task"] == task] if task else frame
+    for factor, title in (("temperature", "Accuracy vs temperature T"),
+                          ("noise_sigma", "Accuracy vs teacher-logit noise σ")):  # fmt: skip
+        table = ablations.accuracy_vs(frame, factor, conventions)
+        if not table.empty:
+            figure = figures.accuracy_vs_factor(
+                on_task, factor, figure_dir / f"accuracy_vs_{factor}.png"
+            )
+            sections.append(
+                Section(f"{title} ({task})", [], table, figure, f"accuracy_vs_{factor}")
+            )
+    kinds = ablations.teacher_kinds(frame, conventions)
+    if not kinds.empty:
+        sections.append(
+            Section(
+                f"Task-aware vs task-unaware teacher: improvement over SFT ({task})",
+                [],
+                kinds,
+                latex="teacher_kinds",
+            )  # fmt: skip
+        )
+    paradox = ablations.agreement_fidelity(frame, conventions)
+    if not paradox.empty:
+        sections.append(
+            Section(
+                f"Agreement and fidelity: SFT vs KD ({task})",
+                ["KD: the mean over the main tests' KD runs of each student."],
+                paradox,
+                figures.agreement_fidelity_bars(paradox, figure_dir / "agreement_fidelity.png"),
+                "agreement_fidelity",
+            )
+        )
+    best = ablations.best_settings(frame, conventions)
+    if not best.empty:
+        sections.append(
+            Section(
+                f"Best KD settings per student size ({task}, every setting tried)",
+                [],
+                best,
+                latex="best_settings",
+            )  # fmt: skip
+        )
+    return sections
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    tests: Path
+    markdown: Path
+    html: Path
+    headline: str
+    """The main t-test in one sentence, for the console."""
+
+
+def write_report(
+    frame: pd.DataFrame, out_dir: Path, conventions: Conventions | None = None,
+    source: str = "results",
+) -> ReportFiles:  # fmt: skip
+    """Compute the tests and write everything into `out_dir`."""
+    conventions = conventions or Conventions()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    obs = observations(frame, conventions)
+    tests = run_tests(obs)
+    tidy = with_average(with_sizes(frame), conventions.average_task)
+    sections = build_sections(tidy, tests, obs, conventions, source, out_dir / "figures")
+    task = conventions.average_task if (obs["task"] == conventions.average_task).any() else None
+    task = task or (str(obs["task"].iloc[0]) if len(obs) else "")
+    files = ReportFiles(out_dir / "tests.csv", out_dir / "report.md", out_dir / "report.html",
+                        headline(tests, task))  # fmt: skip
+    tests.to_csv(files.tests, index=False)
+    obs.to_csv(out_dir / "observations.csv", index=False)
+    (out_dir / "tables").mkdir(exist_ok=True)
+    for section in sections:
+        if section.table is not None and section.latex:
+            _rounded(section.table).to_latex(
+                out_dir / "tables" / f"{section.latex}.tex", index=False, escape=True
+            )
+    files.markdown.write_text(_markdown(sections, out_dir))
+    files.html.write_text(_html(sections))
+    return files
+
+
+def _markdown(sections: list[Section], out_dir: Path) -> str:
+    lines = ["# Knowledge distillation study report", ""]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        lines += [f"- {t}" if len(section.text) > 1 else t for t in section.text]
+        lines += [""] if section.text else []
+        if section.table is not None:
+            lines += [_rounded(section.table).to_markdown(index=False), ""]
+        if section.figure is not None:
+            lines += [f"![{section.title}]({section.figure.relative_to(out_dir)})", ""]
+    return "\n".join(lines)
+
+
+def _html(sections: list[Section]) -> str:
+    body = ["<h1>Knowledge distillation study report</h1>"]
+    for section in sections:
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        body += [f"<p>{html.escape(t)}</p>" for t in section.text]
+        if section.table is not None:
+            body.append(_rounded(section.table).to_html(index=False, border=0))
+        if section.figure is not None:
+            data = base64.b64encode(section.figure.read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(section.title)}" '
+                        f'src="data:image/png;base64,{data}">')  # fmt: skip
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+             "table{border-collapse:collapse;font-size:90%}td,th{padding:2px 8px;"
+             "border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}")  # fmt: skip
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>KD study report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")  # fmt: skip
