@@ -146,7 +146,7 @@ def improvement_vs(
                   color=METHOD_COLOURS.get(method, "tab:gray"), label=method)  # fmt: skip
     if variable == "student_size" and (rows[variable] > 0).all():
         axis.set_xscale("log")
-        plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+        plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.2g}")
         axis.xaxis.set_major_formatter(plain)
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xticks(sorted(rows[variable].unique()))
@@ -179,8 +179,10 @@ def agreement_fidelity_bars(table: pd.DataFrame, path: Path) -> Path:
                          color=colour)  # fmt: skip
         axis.set_xticks(list(x), table["student"], rotation=30, ha="right", fontsize="small")
         axis.set_ylabel(label)
-        axis.margins(y=0.15)
+        columns = [f"{value} SFT", f"{value} KD"]
+        top = table[[c for c in columns if c in table]].max().max()
+        axis.set_ylim(0, 1.3 * top if top > 0 else 1)  # headroom for the legend
         axis.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize="small", loc="lower right", framealpha=0.9)
+    axes[0].legend(fontsize="small", loc="upper right", ncol=2)
     figure.suptitle("Teacher-student agreement and fidelity: SFT vs KD", fontsize=10)
     return _save(figure, path)

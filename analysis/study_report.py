@@ -70,8 +70,8 @@ def build_sections(
             "Data and conventions",
             [
                 f"Source: {source}.",
-                f"{len(frame[frame['task'] != task])} rows; {students['student'].nunique()} "
-                "models, methods "
+                f"{len(frame[frame['task'] != task])} rows; {obs['student'].nunique()} "
+                "distilled students, methods "
                 f"{', '.join(sorted(students['method'].unique()))}, domains "
                 f"{', '.join(sorted(frame['domain'].fillna('').astype(str).unique()))}; "
                 f"{len(obs)} observations in the main tests.",

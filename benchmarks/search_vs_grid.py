@@ -44,13 +44,14 @@ def grid_pick(runs, student: str, config) -> tuple[dict, float, float]:
     mine = [r for r in runs if r.data.params["student"] == student and "score" in r.data.metrics]
     best = max(mine, key=lambda r: r.data.metrics["val_score"])
     params = best.data.params
-    pick = {"method": params["method"], "learning_rate": config.student_train.learning_rate}
+    pick: dict = {"method": params["method"]}
     if params["temperature"]:
         pick.update(
             temperature=float(params["temperature"]),
             noise_sigma=float(params["noise_sigma"]),
             ce_weight=config.kd.ce_weight,
         )
+    pick["learning_rate"] = config.student_train.learning_rate
     oracle = max(r.data.metrics["score"] for r in mine)
     return pick, best.data.metrics["score"], oracle
 
@@ -97,18 +98,20 @@ def main() -> None:
     grid_runs = child_runs(grid)
     picks = {s: grid_pick(grid_runs, s, grid_config) for s in students}
     for student, (pick, _, _) in picks.items():
-        confirm_tuner(search_config, search, state, student, pick, "grid").fit()
+        if pick != sample_of(best.loc[student]):  # the same setting is not trained twice
+            confirm_tuner(search_config, search, state, student, pick, "grid").fit()
 
     search_runs = child_runs(searched)
     rows = []
     for student in students:
         pick, grid_test, oracle = picks[student]
-        grid_scores = [grid_test, *repeat_scores(search_runs, student, "grid")]
         chosen = best.loc[student]
         trial = next(
             r.data.params["search_trial"] for r in search_runs if r.info.run_id == chosen["run_id"]
         )
         search_scores = [chosen["test_score"], *repeat_scores(search_runs, student, trial)]
+        same = pick == sample_of(chosen)
+        grid_scores = [grid_test, *repeat_scores(search_runs, student, trial if same else "grid")]
         gain = statistics.mean(search_scores) - statistics.mean(grid_scores)
         rows.append(
             {
@@ -134,7 +137,11 @@ def sample_of(row: pd.Series) -> dict:
     """A best_settings row back as a search sample (its empty cells dropped)."""
     names = ("method", "temperature", "noise_sigma", "ce_weight", "beta", "on_policy_fraction",
              "learning_rate")  # fmt: skip
-    return {name: row[name] for name in names if not pd.isna(row[name]) and row[name] != ""}
+    return {
+        name: (row[name] if name == "method" else float(row[name]))
+        for name in names
+        if not pd.isna(row[name]) and row[name] != ""
+    }
 
 
 if __name__ == "__main__":
