@@ -48,9 +48,10 @@ def headline(tests: pd.DataFrame, task: str) -> str:
                 & (tests["task"] == task)]  # fmt: skip
     if row.empty:
         return "no KD runs with an SFT baseline of the same student: no t-test of improvement"
-    if pd.isna(row["statistic"].iloc[0]):
-        return f"improvement > 0 on {task}: too few observations for a t-test"
     t, p, n = row[["statistic", "p_value", "n"]].iloc[0]
+    if pd.isna(t):
+        why = "too few for a t-test" if n < 2 else "all equal, so no t-test"
+        return f"KD improvement over SFT on {task}: {int(n)} observation(s), {why}"
     verdict = "significant" if p < 0.05 else "not significant"
     return (
         f"KD improvement over SFT > 0 on {task}: t = {t:.2f}, p = {p:.3g}, n = {int(n)} "

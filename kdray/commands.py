@@ -164,10 +164,61 @@ def _run_check_data(args: argparse.Namespace) -> int:
     return 1 if any(r["status"] == "error" for r in reports) else 0
 
 
+def _add_plan_memory_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--student", required=True, help="hub model trained (kdray models)")
+    parser.add_argument("--teacher", help="hub model distilled from (none: SFT)")
+    parser.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (80)")
+    parser.add_argument("--micro-batch", type=int, default=4, help="sequences per GPU step (4)")
+    parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (256)")
+    parser.add_argument("--finetune", choices=("lora", "full"), default="lora")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument(
+        "--teacher-placement",
+        choices=("replica", "zero3", "actor"),
+        help="only this placement (default: the cheapest that fits)",
+    )
+
+
+def _run_plan_memory(args: argparse.Namespace) -> int:
+    from kdray.config import TEACHER_PLACEMENTS
+    from kdray.hub_zoo import hub_model
+    from kdray.memory_plan import placement_estimates, plan_trial
+
+    student = hub_model(args.student)
+    teacher = hub_model(args.teacher) if args.teacher else None
+    if teacher is not None:
+        check = check_pair(teacher, student)
+        if check:
+            raise KdrayError(f"{teacher.name} -> {student.name}: {'; '.join(check)}")
+    options = dict(
+        finetune=args.finetune,
+        micro_batch=args.micro_batch,
+        seq_len=args.seq_len,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
+    placements = (args.teacher_placement,) if args.teacher_placement else TEACHER_PLACEMENTS
+    plan = plan_trial(student, teacher, args.gpu_memory, placements, **options)
+    pair = f"{teacher.name} -> {student.name}" if teacher else f"{student.name} (SFT)"
+    print(f"{pair}, {args.finetune}, micro batch {args.micro_batch} x {args.seq_len} tokens, "
+          f"{args.gpu_memory:g} GiB GPUs (estimate):")  # fmt: skip
+    print(f"  plan: {plan.describe()}")
+    if teacher is not None:
+        for placement, line in placement_estimates(
+            student, teacher, args.gpu_memory, **options
+        ).items():
+            print(f"  teacher {placement}: {line}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "models": Command("list the hub models of the study", _add_family, _run_models),
     "pairs": Command("list the teacher -> student pairs", _add_pairs_arguments, _run_pairs),
     "tasks": Command("list the evaluation tasks and training sets", _add_domain, _run_tasks),
+    "plan-memory": Command(
+        "choose GPUs per trial, ZeRO stage and teacher placement for a hub pair (estimate)",
+        _add_plan_memory_arguments,
+        _run_plan_memory,
+    ),
     "check-data": Command(
         "check local task files: items, gold answers, extraction",
         _add_check_data_arguments,

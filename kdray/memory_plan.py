@@ -253,3 +253,74 @@ def placement_estimates(
             line += f" + the teacher server's GPU: {server:.1f} GiB{fits}"
         lines[placement] = line
     return lines
+
+
+PLACEMENT_PREFERENCE = ("replica", "zero3", "actor")
+"""Cheapest first: a replica needs no communication, zero3 gathers the teacher's layers on
+every forward, actor adds a GPU and a round trip per batch."""
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What the memory planner chose for one trial, and its estimate."""
+
+    gpus: int
+    """Training GPUs (data-parallel ranks) of the trial."""
+    zero_stage: int
+    """2 unless only ZeRO-3 fits on that many GPUs (it also shards the student's weights)."""
+    teacher_placement: str | None
+    """None for SFT (no teacher)."""
+    estimate: MemoryEstimate
+    teacher_server_gib: float | None = None
+    """The actor placement's teacher server GPU (one more GPU); None otherwise."""
+
+    def describe(self) -> str:
+        teacher = f", teacher {self.teacher_placement}" if self.teacher_placement else ""
+        server = (
+            f" + 1 GPU for the teacher server ({self.teacher_server_gib:.1f} GiB)"
+            if self.teacher_server_gib is not None
+            else ""
+        )
+        return (f"{self.gpus} GPU(s), ZeRO-{self.zero_stage}{teacher}: "
+                f"{self.estimate.summary()}{server}")  # fmt: skip
+
+
+def plan_trial(
+    student: HubModel,
+    teacher: HubModel | None,
+    gpu_memory_gib: float = 80.0,
+    placements: tuple[str, ...] = PLACEMENT_PREFERENCE,
+    **options,
+) -> TrialPlan:
+    """The cheapest layout that fits `gpu_memory_gib` per GPU: fewest GPUs in all (the actor
+    placement's teacher server counts as one), then ZeRO-2 over ZeRO-3 (less communication),
+    then the placements in the order given. Options are estimate_trial_memory's (finetune,
+    micro_batch, seq_len, gradient_checkpointing, ...). ConfigError (one line) when nothing fits
+    on 8 training GPUs."""
+    for name in ("gpus", "zero_stage", "teacher_placement"):
+        options.pop(name, None)
+    batch = {k: options[k] for k in ("micro_batch", "seq_len") if k in options}
+    candidates, smallest = [], None
+    for gpus in GPU_COUNTS:
+        for stage in (2, 3) if gpus > 1 else (2,):  # one GPU: nothing to shard
+            for rank, placement in enumerate(placements if teacher is not None else (None,)):
+                estimate = estimate_trial_memory(
+                    student, teacher, zero_stage=stage, gpus=gpus,
+                    teacher_placement=placement or "replica", **options,
+                )  # fmt: skip
+                server = None
+                if placement == "actor":  # the server holds the whole teacher on one GPU
+                    server = estimate_teacher_server_memory(teacher, **batch)
+                need = max(estimate.total, server or 0.0)  # on the fullest GPU
+                smallest = min(smallest or need, need)
+                if need <= gpu_memory_gib:
+                    plan = TrialPlan(gpus, stage, placement, estimate, server)
+                    candidates.append(((gpus + (server is not None), stage, rank), plan))
+    if candidates:
+        return min(candidates, key=lambda c: c[0])[1]
+    pair = f"{teacher.name} -> {student.name}" if teacher is not None else student.name
+    raise ConfigError(
+        f"{pair} does not fit on {GPU_COUNTS[-1]} x {gpu_memory_gib:g} GiB GPUs with any ZeRO "
+        f"stage or teacher placement (at least {smallest:.0f} GiB per GPU, estimate): use "
+        "LoRA, gradient checkpointing, a smaller micro batch / sequence length, or the cache"
+    )

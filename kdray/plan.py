@@ -4,15 +4,17 @@ downloaded, built or tracked."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from kdray.errors import ConfigError
 from kdray.hub_zoo import check_pair, hub_model
 from kdray.memory_plan import (
+    TrialPlan,
     estimate_trial_memory,
-    gpus_per_trial,
     placement_estimates,
+    plan_trial,
     teacher_forward_gpus,
 )
 from kdray.study_config import StudyConfig
@@ -117,35 +119,48 @@ def _memory_options(config: StudyConfig) -> dict:
     )
 
 
-def _size(config: StudyConfig, student: str, teacher: str | None, gpu_memory_gib: float):
-    """(GPUs per trial, estimated GiB per GPU) for hub models; (None, None) for tiny ones."""
+def trial_layout(
+    config: StudyConfig, student: str, teacher: str | None, gpu_memory_gib: float = GPU_MEMORY_GIB
+) -> TrialPlan | None:
+    """The memory planner's layout of one hub trial with the study's teacher placement: fewest
+    GPUs, ZeRO-2 unless only ZeRO-3 fits (one GPU: the study's own stage); None for tiny
+    models or when not even 8 GPUs hold it."""
     if not _hub(config):
-        return None, None
-    train = config.student_train
-    options = dict(_memory_options(config), teacher_placement=config.kd.teacher_placement)
+        return None
+    options = _memory_options(config)
     s, t = hub_model(student), hub_model(teacher) if teacher else None
     try:
-        gpus = gpus_per_trial(s, t, gpu_memory_gib, zero_stage=train.zero_stage, **options)
+        plan = plan_trial(s, t, gpu_memory_gib, (config.kd.teacher_placement,), **options)
     except ConfigError:
-        return None, None
-    stage = train.zero_stage if gpus == 1 else 3
-    memory = estimate_trial_memory(s, t, zero_stage=stage, gpus=gpus, **options).total
-    return gpus, memory
+        return None
+    if plan.gpus == 1:  # nothing to shard: the stage the study asked for
+        stage = config.student_train.zero_stage
+        estimate = estimate_trial_memory(
+            s, t, zero_stage=stage, teacher_placement=config.kd.teacher_placement, **options
+        )
+        plan = dataclasses.replace(plan, zero_stage=stage, estimate=estimate)
+    return plan
 
 
-def gpus_needed(
+def _size(config: StudyConfig, student: str, teacher: str | None, gpu_memory_gib: float):
+    """(GPUs per trial, estimated GiB per GPU) for hub models; (None, None) for tiny ones."""
+    plan = trial_layout(config, student, teacher, gpu_memory_gib)
+    return (plan.gpus, plan.estimate.total) if plan else (None, None)
+
+
+def layout_needed(
     config: StudyConfig, student: str, teacher: str | None, gpu_memory_gib: float = GPU_MEMORY_GIB
-) -> int:
-    """GPUs one hub trial takes; ConfigError (one line) when not even 8 hold it."""
-    gpus, _ = _size(config, student, teacher, gpu_memory_gib)
-    if gpus is None:
+) -> TrialPlan:
+    """The layout one hub trial takes; ConfigError (one line) when not even 8 GPUs hold it."""
+    plan = trial_layout(config, student, teacher, gpu_memory_gib)
+    if plan is None:
         pair = f"{teacher} -> {student}" if teacher else student
         raise ConfigError(
             f"{pair} does not fit on 8 x {gpu_memory_gib:g} GiB GPUs with teacher placement "
             f"{config.kd.teacher_placement} (estimate): try --teacher-placement zero3 or actor, "
             "or leave this pair out (--teacher/--students)"
         )
-    return gpus
+    return plan
 
 
 def steps_per_trial(config: StudyConfig) -> int | None:

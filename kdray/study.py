@@ -484,12 +484,10 @@ def _teacher(
 ) -> PreparedTeacher:
     train = config.teacher_train
     if config.zoo == "hub":  # the teacher's SFT sized like a student's (kdray.plan)
-        from kdray.plan import gpus_needed
+        from kdray.plan import layout_needed
 
-        gpus = gpus_needed(config, name, None)
-        train = dataclasses.replace(
-            train, num_workers=gpus, zero_stage=3 if gpus > 1 else train.zero_stage
-        )
+        layout = layout_needed(config, name, None)
+        train = dataclasses.replace(train, num_workers=layout.gpus, zero_stage=layout.zero_stage)
     folder = teacher_folder(world, name, kind, train, config.eval)
     run_id = None
     if not is_complete(folder):

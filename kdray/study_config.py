@@ -218,15 +218,16 @@ class StudyConfig:
             )
         train = dataclasses.replace(self.student_train, seed=seed)
         if self.zoo == "hub":  # as many GPUs as the trial needs (kdray.plan), ZeRO-3 across them
-            from kdray.plan import gpus_needed
+            from kdray.plan import layout_needed
             from kdray.teacher_signal import ONLINE, choose_teacher_signal
 
             vocab = world.built_model(student).tokenizer_vocab
             # Only an online teacher takes GPU memory in the trial; a cached one is read.
             online = tempered and choose_teacher_signal(kd, vocab).kind == ONLINE
-            gpus = gpus_needed(self, student, teacher if online else None)
-            stage = 3 if gpus > 1 else train.zero_stage
-            train = dataclasses.replace(train, num_workers=gpus, zero_stage=stage)
+            layout = layout_needed(self, student, teacher if online else None)
+            train = dataclasses.replace(
+                train, num_workers=layout.gpus, zero_stage=layout.zero_stage
+            )
         spec = RunSpec.in_world(world, "student", student, train, kd, self.eval)
         return {
             "key": key,

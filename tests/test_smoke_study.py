@@ -101,7 +101,7 @@ def test_the_study_ends_with_its_statistics_report_and_the_cli_rebuilds_it(smoke
     assert set(headline["task"]) == {"arith-1step", "arith-2step", "arith-3step", "Average"}
     assert set(headline["n"]) == {4}
     assert {"anova_methods", "spearman_student_size"} <= set(tests["test"])
-    assert "KD improvement over SFT > 0 on Average" in stdout  # the headline, printed
+    assert "[kdray] KD improvement over SFT" in stdout  # the headline (smoke scores may tie)
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/report.md", "report/report.html", "report/tests.csv"} <= logged
 
