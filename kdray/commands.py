@@ -210,6 +210,43 @@ def _run_plan_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_mlflow_server_arguments(parser: argparse.ArgumentParser) -> None:
+    from kdray.mlflow_server import DEFAULT_HOST, DEFAULT_PORT
+
+    parser.add_argument("--store", default=".", help="folder of mlflow.db and mlartifacts/ (.)")
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to bind ({DEFAULT_HOST}: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"({DEFAULT_PORT})")
+
+
+def _run_mlflow_server(args: argparse.Namespace) -> int:
+    import os
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    from kdray.mlflow_server import server_command, server_env
+
+    store = Path(args.store).resolve()
+    if not store.is_dir():
+        raise KdrayError(f"{store} is not a folder: pass --store DIR of an existing folder")
+    command = server_command(
+        f"sqlite:///{store / 'mlflow.db'}", args.host, args.port, store / "mlartifacts"
+    )
+    url = f"http://{args.host}:{args.port}"
+    print(f"[kdray] MLflow server on {url} (store {store}); studies: --tracking-uri {url}; "
+          "Ctrl-C stops it", flush=True)  # fmt: skip
+    # Its own process group: `mlflow server` runs uvicorn as a child, and both must stop.
+    server = subprocess.Popen(command, env=server_env(), start_new_session=True)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        return 0
+
+
 COMMANDS: dict[str, Command] = {
     "models": Command("list the hub models of the study", _add_family, _run_models),
     "pairs": Command("list the teacher -> student pairs", _add_pairs_arguments, _run_pairs),
@@ -218,6 +255,11 @@ COMMANDS: dict[str, Command] = {
         "choose GPUs per trial, ZeRO stage and teacher placement for a hub pair (estimate)",
         _add_plan_memory_arguments,
         _run_plan_memory,
+    ),
+    "mlflow-server": Command(
+        "a local MLflow tracking server (SQLite store, 127.0.0.1) for multi-process runs",
+        _add_mlflow_server_arguments,
+        _run_mlflow_server,
     ),
     "check-data": Command(
         "check local task files: items, gold answers, extraction",

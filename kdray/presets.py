@@ -85,6 +85,7 @@ PAPER_TRAIN = TrainConfig(
     seed=6,
     finetune="lora",  # r=8, alpha=16, dropout 0.05 on q, k, v, up, down (TrainConfig defaults)
     use_gpu=True,  # bf16 on GPU
+    zero_stage=2,  # ZeRO-2 by default; the memory planner picks ZeRO-3 where only it fits
     cpus_per_worker=4,
     report_every=50,
     eval_every=200,  # LLM-Adapters' Trainer: eval and save every 200 steps, best model at end

@@ -45,7 +45,7 @@ from kdray.study_config import StudyConfig, run_label
 from kdray.study_designs import ALL_KD_METHODS, DEFAULT_SEARCH_TRIALS
 from kdray.teacher_signal import choose_teacher_signal
 from kdray.tracking import RunLogger, resolve_tracking_uri
-from kdray.trial import DRIVER_CPUS, run_trial
+from kdray.trial import driver_resources, run_trial
 
 SEARCH_METRIC = "val_score"
 """Validation accuracy (ROUGE-L for instruction following): the test split stays unseen."""
@@ -352,7 +352,7 @@ def _interrupted(config, client, tracking_uri: str, parent_id: str) -> StudyOutc
 def _trainable(context: dict, templates: dict):
     return tune.with_resources(
         tune.with_parameters(run_search_trial, study=context, templates=templates),
-        {"cpu": DRIVER_CPUS},
+        driver_resources(),
     )
 
 

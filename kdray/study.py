@@ -42,7 +42,7 @@ from kdray.tracking import (
     resolve_tracking_uri,
     run_tags,
 )
-from kdray.trial import DRIVER_CPUS, FAILURE_TAG, run_trial
+from kdray.trial import DRIVER_CPUS, FAILURE_TAG, driver_resources, run_trial
 from kdray.trial_teacher_signals import attach_teacher_signals
 from kdray.world.build import World, build_world
 
@@ -190,7 +190,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         say(f"running {len(plans)} trials, {in_flight_text(concurrent)}")
         name = f"{config.name}-{study.parent_id[:8]}"
         tuner = tune.Tuner(
-            tune.with_resources(run_trial, {"cpu": DRIVER_CPUS}),
+            tune.with_resources(run_trial, driver_resources()),
             param_space={"plan": tune.grid_search(plans), "study": study.context()},
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(
@@ -398,7 +398,7 @@ def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:
     client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
     tuner = tune.Tuner.restore(
         path,
-        trainable=tune.with_resources(run_trial, {"cpu": DRIVER_CPUS}),
+        trainable=tune.with_resources(run_trial, driver_resources()),
         resume_unfinished=True,
         resume_errored=False,  # a failed trial stays failed: its reason is in MLflow
     )

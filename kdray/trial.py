@@ -5,6 +5,7 @@ real cores."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import traceback
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,20 @@ from kdray.tracking import PARENT_TAG, RUN_NAME_TAG, RunLogger, package_versions
 from kdray.train_run import fit
 
 DRIVER_CPUS = 0.01
+DRIVER_RESOURCE_ENV = "KDRAY_DRIVER_RESOURCE"
+"""Name of a custom Ray resource that only on-demand nodes carry (clusters/aws.yaml: the
+`drivers` group's `kdray_driver`): when set, every trial driver asks for a sliver of it, so
+drivers never land on spot GPU nodes."""
+
+
+def driver_resources() -> dict[str, float]:
+    """What one Tune trial driver asks for: 0.01 CPU (+ 0.01 of the driver resource, if set)."""
+    resources = {"cpu": DRIVER_CPUS}
+    if name := os.environ.get(DRIVER_RESOURCE_ENV):
+        resources[name] = 0.01
+    return resources
+
+
 TRIAL_KEY_TAG = "kdray.trial_key"
 FAILURE_TAG = "kdray.failure_reason"
 

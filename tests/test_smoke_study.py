@@ -2,7 +2,6 @@
 -> analysis, through the study script as a user runs it (--smoke)."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.loader import load_mlflow_results
 from conftest import run_study_script
+from kdray.mlflow_server import server_command, server_env
 
 SMOKE_TRIALS = 2 * (1 + 2)  # 2 students x (sft + kd and revkd at one temperature)
 
@@ -134,11 +134,9 @@ def test_the_mlflow_ui_serves_the_runs_nested_with_their_metrics(smoke):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        server_command(uri, port=port), cwd=workdir, env=server_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
