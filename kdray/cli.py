@@ -154,6 +154,17 @@ def study_parser(design: StudyDesign) -> OneLineParser:
     )
     parser.add_argument("--zero-stage", type=int, help="DeepSpeed ZeRO stage 0-3")
     parser.add_argument("--num-workers", type=int, help="Ray Train workers per trial")
+    parser.add_argument(
+        "--use-gpu",
+        action="store_true",
+        help="one GPU per Train worker (teacher and students), bf16, nccl (the paper preset's "
+        "default)",
+    )
+    parser.add_argument(
+        "--placement-strategy",
+        type=str.upper,
+        help="PACK (default: workers on as few nodes as possible) or SPREAD (across nodes)",
+    )
     parser.add_argument("--max-concurrent", type=int, help="trials in flight (default: what fits)")
     parser.add_argument(
         "--tracking-uri",
@@ -214,6 +225,7 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
         "steps": args.steps,
         "zero_stage": args.zero_stage,
         "num_workers": args.num_workers,
+        "placement_strategy": args.placement_strategy,
         "grad_accum_steps": args.grad_accum_steps,
         "eval_every": args.eval_every,
     }
@@ -224,6 +236,9 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
     teacher_train = config.teacher_train
     if args.teacher_finetune:
         teacher_train = dataclasses.replace(teacher_train, finetune=args.teacher_finetune)
+    if args.use_gpu:
+        student_train = dataclasses.replace(student_train, use_gpu=True)
+        teacher_train = dataclasses.replace(teacher_train, use_gpu=True)
     evaluation = config.eval
     if args.decoding:
         evaluation = dataclasses.replace(evaluation, decoding=args.decoding)

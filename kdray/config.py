@@ -179,6 +179,9 @@ class TrainConfig:
     """DeepSpeed ZeRO stage 0-3."""
     num_workers: int = 1
     """Ray Train workers (data-parallel ranks) per run."""
+    placement_strategy: str = "PACK"
+    """How Ray places a run's workers: PACK (as few nodes as possible) or SPREAD (one per
+    node where it can: data-parallel training across machines)."""
     cpus_per_worker: float = 0.99
     """Logical CPUs per Train worker (drivers take 0.01, so 2 CPUs hold 2 one-worker trials)."""
     use_gpu: bool = False
@@ -210,6 +213,10 @@ class TrainConfig:
             f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}",
         )
         _check(self.num_workers >= 1, f"num_workers must be >= 1, got {self.num_workers}")
+        _check(
+            self.placement_strategy in ("PACK", "SPREAD"),
+            f"placement_strategy must be PACK or SPREAD, got {self.placement_strategy!r}",
+        )
         _check(self.cpus_per_worker > 0, f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
         _check(

@@ -299,6 +299,8 @@ def train_worker(config: dict[str, Any]) -> None:
     }
     if spec.train.use_gpu:
         metrics["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    nodes = worker_nodes(world_size)
+    metrics["worker_nodes"] = len(nodes)
     if best is not None:
         metrics.update(best_val_loss=best[0], best_step=best[1])
     if rank != 0:
@@ -314,6 +316,7 @@ def train_worker(config: dict[str, Any]) -> None:
         metrics.update(evaluate(spec, load_model(folder, device), tokenizer, Path(folder)))
         (Path(folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
         if logger:
+            logger.set_tags({"kdray.worker_nodes": ",".join(nodes)})  # Ray node ids
             logger.log_curves(
                 {"train_loss": curve[logged:], "lr": lr_curve[logged:], "val_loss": val_curve}
             )
@@ -352,6 +355,16 @@ def evaluate(spec: RunSpec, model: torch.nn.Module, tokenizer, out_dir: Path) ->
     (out_dir / PREDICTIONS_FILE).write_text(json.dumps(records, indent=1))
     metrics["eval_seconds"] = time.perf_counter() - started
     return metrics
+
+
+def worker_nodes(world_size: int) -> list[str]:
+    """The Ray node ids of all ranks (a collective: every rank calls it), sorted, unique."""
+    mine = ray.get_runtime_context().get_node_id()
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return [mine]
+    everyone: list[str] = [""] * world_size
+    torch.distributed.all_gather_object(everyone, mine)
+    return sorted(set(everyone))
 
 
 def peak_rss_mib() -> float:

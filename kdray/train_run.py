@@ -30,6 +30,7 @@ def build_trainer(spec: RunSpec, name: str, storage_path: Path, callbacks=()) ->
             num_workers=train.num_workers,
             use_gpu=train.use_gpu,
             resources_per_worker={"CPU": train.cpus_per_worker},
+            placement_strategy=train.placement_strategy,
         ),
         run_config=RunConfig(
             name=name,

@@ -8,6 +8,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "studies"
+RAY_CLI = str(Path(sys.executable).parent / "ray")  # the CLI of the Ray this Python imports
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def study_env() -> dict[str, str]:

@@ -2,23 +2,14 @@
 `ray job submit --working-dir . -- python studies/temperature.py --smoke`."""
 
 import os
-import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO
+from conftest import RAY_CLI, REPO, free_port
 
-RAY = str(Path(sys.executable).parent / "ray")  # the CLI of the Ray that this Python imports
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+RAY = RAY_CLI
 
 
 @pytest.fixture
@@ -27,9 +18,9 @@ def ray_head(tmp_path):
     # `ray job` client only uses it when told to; one setting for both (see README).
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
-    dashboard = _free_port()
+    dashboard = free_port()
     start = [
-        RAY, "start", "--head", "--num-cpus", "2", "--port", str(_free_port()),
+        RAY, "start", "--head", "--num-cpus", "2", "--port", str(free_port()),
         "--dashboard-port", str(dashboard), "--dashboard-host", "127.0.0.1",
         "--include-dashboard", "true", "--disable-usage-stats",
     ]  # fmt: skip
