@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from kdray.config import DECODING, FINETUNE_MODES, METHODS, TEACHER_PLACEMENTS
+from kdray.config_file import add_config_flag, apply_config_file
 from kdray.errors import ConfigError, KdrayError
 from kdray.one_line_parser import EXIT_USAGE, OneLineParser
 from kdray.presets import PRESETS
@@ -41,6 +44,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def study_parser(design: StudyDesign) -> OneLineParser:
     parser = OneLineParser(prog=f"{design.name}.py", description=design.description)
+    add_config_flag(parser)
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -269,13 +273,34 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
         fields["kd"] = dataclasses.replace(fields["kd"], teacher_placement=args.teacher_placement)
     if args.num_samples and not args.seeds and not design.search:
         fields["seeds"] = tuple(config.seeds[0] + i for i in range(args.num_samples))
-    return dataclasses.replace(config, **fields)
+    config = dataclasses.replace(config, **fields)
+    check_writable(config.cache_root(), "pass --cache-dir DIR (or set KDRAY_CACHE)")
+    check_writable(Path(config.results_dir), "pass --results-dir DIR")
+    uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if uri.startswith("sqlite:///"):
+        fix = "pass --tracking-uri sqlite:///DIR/mlflow.db"
+        check_writable(Path(uri.removeprefix("sqlite:///")).parent, fix)
+    return config
+
+
+def check_writable(folder: Path, fix: str) -> None:
+    """The folder exists and is writable, or can be created: the nearest existing ancestor is
+    a writable folder. Checked before anything runs; creates nothing."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{folder} cannot be a folder ({existing} is a file): {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{folder} is not writable ({existing} is not): {fix}")
 
 
 def config_from_flags(name: str, flags: Sequence[str] = ()) -> StudyConfig:
     """The StudyConfig that `python studies/<name>.py FLAGS` would run."""
     design = DESIGNS[name]
-    return config_from_args(design, study_parser(design).parse_args(list(flags)))
+    parser = study_parser(design)
+    apply_config_file(parser, list(flags))
+    return config_from_args(design, parser.parse_args(list(flags)))
 
 
 def study_main(
@@ -284,7 +309,13 @@ def study_main(
     """A study script's main: parse, validate, then run the design's grid (or search).
     `run(config)` replaces the study runner in tests."""
     design = DESIGNS[name]
-    args = study_parser(design).parse_args(argv)
+    parser = study_parser(design)
+    try:
+        apply_config_file(parser, sys.argv[1:] if argv is None else argv)
+    except KdrayError as error:
+        print(f"{name}.py: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     try:
         config = config_from_args(design, args)
         if args.dry_run:

@@ -1,6 +1,8 @@
 """Bad input to the study script: one line naming the problem, exit code 2, before any
 trial runs or anything is written to MLflow."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,48 +14,136 @@ from kdray.cli import config_from_flags, study_main
 SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "temperature.py"
 
 
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--methods", "kd,distill"], "unknown method 'distill'"),
-        (["--temperatures", "1,0"], "temperature must be > 0"),
-        (["--temperatures", "-2"], "temperature must be > 0"),
-        (["--noise-sigmas", "-1"], "noise sigma must be >= 0"),
-        (["--students", "gpt-9"], "unknown model 'gpt-9'"),
-        (["--ce-weight", "1.5"], "ce_weight must be in [0, 1]"),
-        (["--zero-stage", "4"], "zero_stage must be 0, 1, 2 or 3"),
-        (["--temperatures", "one"], "expected comma-separated numbers"),
-        (["--preset", "huge"], "invalid choice: 'huge'"),
-        (["--tracking-uri", "not a uri"], "invalid tracking URI"),
-        (["--methods", "gkd", "--beta", "1.5"], "beta must be in [0, 1]"),
-        (["--on-policy-fraction", "-0.1"], "on_policy_fraction must be in [0, 1]"),
-        (["--skew-alpha", "2"], "skew_alpha must be in [0, 1]"),
-        (["--grad-accum-steps", "0"], "grad_accum_steps must be >= 1"),
-        (["--domain", "poetry"], "invalid choice: 'poetry'"),
-        (["--family", "gpt"], "invalid choice: 'gpt'"),
-        (["--family", "llama", "--teacher", "tiny-qwen2-m"], "tiny-qwen2-m is a qwen model"),
-        (["--students", "tiny-llama-xs"], "tiny-llama-xs is a llama model"),
-        (["--finetune", "adapter"], "invalid choice: 'adapter'"),
-        (["--teacher-kind", "clever"], "invalid choice: 'clever'"),
-        (["--preset", "paper", "--smoke"], "--smoke is for the tiny preset"),
-        (["--preset", "paper", "--teacher", "qwen2.5-0.5b"], "no pair of the preset matches"),
-        (["--preset", "paper", "--data-dir", "nowhere"], "data directory nowhere does not exist"),
-        (["--data-dir", "."], "--data-dir is for the paper preset"),
-    ],
-)
-def test_bad_input_is_one_line_and_exit_2_before_anything_runs(flags, message, tmp_path):
+def _llm_adapters_math(root: Path, train_items: int = 600) -> None:
+    """A valid LLM-Adapters math folder (each task's test.json and math_10k.json)."""
+    from kdray.tasks import tasks_for_domain
+
+    def record(question, answer):
+        return {"instruction": question, "input": "", "output": f"... {answer}", "answer": answer}
+
+    for spec in tasks_for_domain("math"):
+        gold = "B" if spec.answer_kind == "letter" else "7.0"
+        path = root / spec.folder / "test.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([record(f"{spec.name} {i}?", gold) for i in range(3)]))
+    train = [record(f"train {i}?", str(i)) for i in range(train_items)]
+    (root / "math_10k.json").write_text(json.dumps(train))
+
+
+def _data_with(content: str | None):
+    """A math data folder whose AQuA test file holds `content` (None: no such file)."""
+
+    def prepare(tmp: Path) -> None:
+        _llm_adapters_math(tmp / "data")
+        target = tmp / "data" / "AQuA" / "test.json"
+        if content is None:
+            target.unlink()
+        else:
+            target.write_text(content)
+
+    return prepare
+
+
+def _file(name: str, content: str):
+    def prepare(tmp: Path) -> None:
+        (tmp / name).write_text(content)
+
+    return prepare
+
+
+PAPER_DATA = ["--preset", "paper", "--family", "qwen", "--data-dir", "{tmp}/data"]
+CONFIG = ["--config", "{tmp}/c.yaml"]
+BAD_INPUT = [
+    # (flags, the message's key words, prepare(tmp) or None); {tmp} is the test's folder
+    (["--methods", "kd,distill"], "unknown method 'distill'", None),
+    (["--temperatures", "1,0"], "temperature must be > 0", None),
+    (["--temperatures", "-2"], "temperature must be > 0", None),
+    (["--noise-sigmas", "-1"], "noise sigma must be >= 0", None),
+    (["--students", "gpt-9"], "unknown model 'gpt-9'", None),
+    (["--ce-weight", "1.5"], "ce_weight must be in [0, 1]", None),
+    (["--zero-stage", "4"], "zero_stage must be 0, 1, 2 or 3", None),
+    (["--temperatures", "one"], "expected comma-separated numbers", None),
+    (["--preset", "huge"], "invalid choice: 'huge'", None),
+    (["--tracking-uri", "not a uri"], "invalid tracking URI", None),
+    (["--methods", "gkd", "--beta", "1.5"], "beta must be in [0, 1]", None),
+    (["--on-policy-fraction", "-0.1"], "on_policy_fraction must be in [0, 1]", None),
+    (["--skew-alpha", "2"], "skew_alpha must be in [0, 1]", None),
+    (["--grad-accum-steps", "0"], "grad_accum_steps must be >= 1", None),
+    (["--domain", "poetry"], "invalid choice: 'poetry'", None),
+    (["--family", "gpt"], "invalid choice: 'gpt'", None),
+    (["--family", "llama", "--teacher", "tiny-qwen2-m"], "tiny-qwen2-m is a qwen model", None),
+    (["--students", "tiny-llama-xs"], "tiny-llama-xs is a llama model", None),
+    (["--finetune", "adapter"], "invalid choice: 'adapter'", None),
+    (["--teacher-kind", "clever"], "invalid choice: 'clever'", None),
+    (["--preset", "paper", "--smoke"], "--smoke is for the tiny preset", None),
+    (["--preset", "paper", "--teacher", "qwen2.5-0.5b"], "no pair of the preset matches", None),
+    (["--preset", "paper", "--data-dir", "nowhere"], "data directory nowhere does not exist", None),
+    (["--data-dir", "."], "--data-dir is for the paper preset", None),
+    (["--placement-strategy", "scatter"], "placement_strategy must be PACK or SPREAD", None),
+    (["--num-samples", "0"], "--num-samples must be >= 1", None),
+    # Folders that cannot be written
+    (["--cache-dir", "{tmp}/afile/cache"], "is a file): pass --cache-dir", _file("afile", "")),
+    (["--results-dir", "{tmp}/afile/r"], "is a file): pass --results-dir", _file("afile", "")),
+    (
+        ["--tracking-uri", "sqlite:///{tmp}/afile/mlflow.db"],
+        "pass --tracking-uri",
+        _file("afile", ""),
+    ),  # fmt: skip
+    (["--resume"], "no unfinished run of study 'temperature'", None),
+    # Config files
+    (
+        ["--config", "{tmp}/c.yaml"],
+        "unknown key 'temperaturez'",
+        _file("c.yaml", "temperaturez: 1"),
+    ),
+    (
+        ["--config", "{tmp}/c.yaml"],
+        "steps must be an integer, got 1.5",
+        _file("c.yaml", "steps: 1.5"),
+    ),
+    (CONFIG, "smoke must be true or false", _file("c.yaml", "smoke: 3")),
+    (CONFIG, "must be a mapping", _file("c.yaml", "[1, 2]")),
+    (CONFIG, "is not readable YAML", _file("c.yaml", "a: [")),
+    (["--config", "{tmp}/none.yaml"], "does not exist", None),
+    # Dataset files (the paper preset's real data folder)
+    (PAPER_DATA, "has no test.json for AQuA", _data_with(None)),
+    (PAPER_DATA, "AQuA/test.json: not valid JSON", _data_with("")),
+    (PAPER_DATA, "AQuA/test.json: not valid JSON (Expecting property name", _data_with("[{")),
+    (PAPER_DATA, "holds a JSON object, not a list", _data_with('{"a": 1}')),
+    (PAPER_DATA, "record 0 has no 'instruction'", _data_with('[{"question": "x"}]')),
+    (
+        PAPER_DATA,
+        "gold answer 'seven' is not one of A/B/C/D/E",
+        _data_with(
+            json.dumps([{"instruction": "q", "input": "", "output": "o", "answer": "seven"}] * 3)
+        ),
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize(("flags", "message", "prepare"), BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_2_before_anything_runs(flags, message, prepare, tmp_path):
+    if prepare:
+        prepare(tmp_path)
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    cache = tmp_path / "cache"
+    if "--cache-dir" not in flags:
+        flags += ["--cache-dir", str(cache)]
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), *flags, "--cache-dir", str(tmp_path / "cache")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+        [sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, cwd=tmp_path,
+        timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )  # fmt: skip
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
-    assert not (tmp_path / "mlflow.db").exists()
-    assert not (tmp_path / "cache").exists()
+    assert not list(tmp_path.rglob("*.db"))  # nothing written to MLflow (or Optuna)
+    assert not (cache / "ray_results").exists() and not (cache / "teachers").exists()
+    if "--data-dir" not in flags:  # only reading a data folder builds anything at all
+        assert not cache.exists()
+
+
+def test_the_bad_input_table_is_large():
+    assert len(BAD_INPUT) >= 25
 
 
 def test_flags_override_the_preset():

@@ -20,10 +20,17 @@ from kdray.mlflow_server import server_command, server_env
 SMOKE_TRIALS = 2 * (1 + 2)  # 2 students x (sft + kd and revkd at one temperature)
 
 
+PLANTED_TOKEN = "hf_kdrayPlantedFakeToken0123456789"
+"""Set in the study's environment as HF_TOKEN and an AWS secret: it must never reach MLflow."""
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, shared_cache):
     workdir = tmp_path_factory.mktemp("smoke")
-    result = run_study_script("--smoke", "--cache-dir", str(shared_cache), cwd=workdir)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HF_TOKEN", PLANTED_TOKEN)
+        env.setenv("AWS_SECRET_ACCESS_KEY", PLANTED_TOKEN)
+        result = run_study_script("--smoke", "--cache-dir", str(shared_cache), cwd=workdir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     uri = f"sqlite:///{workdir / 'mlflow.db'}"  # the embedded default: the working directory
     return workdir, uri, result.stdout
@@ -116,6 +123,23 @@ def test_the_study_ends_with_its_statistics_report_and_the_cli_rebuilds_it(smoke
     again = pd.read_csv(out / "tests.csv")
     pd.testing.assert_frame_equal(again, tests)  # the same rows give the same statistics
     assert "logged to the study runs" in result.stdout
+
+
+def test_no_environment_secret_reaches_mlflow(smoke, tmp_path):
+    """A token planted in the environment is in no param, tag, metric name or artifact."""
+    _, uri, _ = smoke
+    client, _, runs = _study_runs(uri)
+    for run in runs:
+        data = run.data
+        texts = [*data.params.values(), *data.tags.values(), *data.params, *data.metrics]
+        assert not any(PLANTED_TOKEN in str(text) for text in texts), run.info.run_name
+        folder = tmp_path / run.info.run_id
+        folder.mkdir()
+        if client.list_artifacts(run.info.run_id):
+            client.download_artifacts(run.info.run_id, "", str(folder))
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert PLANTED_TOKEN.encode() not in path.read_bytes(), path
 
 
 def test_second_run_reuses_world_and_teacher(smoke, shared_cache):
