@@ -74,6 +74,12 @@ def run_trial(config: dict[str, Any]) -> None:
     study, plan = config["study"], config["plan"]
     client = MlflowClient(study["tracking_uri"])
     run_id = open_child_run(client, study, plan)
+    finished = client.get_run(run_id)
+    if finished.info.status == "FINISHED":
+        # Finished before its driver was killed, after Tune last saved its state: report the
+        # logged result instead of training again (no second curve in the same run).
+        ray.tune.report(dict(finished.data.metrics))
+        return
     spec = dataclasses.replace(
         RunSpec.from_dict(plan["spec"]), tracking_uri=study["tracking_uri"], run_id=run_id
     )

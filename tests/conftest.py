@@ -40,10 +40,10 @@ def run_study_script(
 
 
 def interrupt_study_script(
-    *flags: str, cwd: Path, after: str, script: str = "temperature"
+    *flags: str, cwd: Path, after: str, script: str = "temperature", sig=signal.SIGINT
 ) -> tuple[int, str]:
-    """Run `studies/<script>.py FLAGS`, press Ctrl-C (SIGINT) once a line contains `after`,
-    and return its exit code and output."""
+    """Run `studies/<script>.py FLAGS`, press Ctrl-C (SIGINT; or send `sig`, e.g. SIGKILL)
+    once a line contains `after`, and return its exit code and output."""
     study = subprocess.Popen(
         [sys.executable, str(STUDIES / f"{script}.py"), *flags],
         cwd=cwd,
@@ -56,7 +56,7 @@ def interrupt_study_script(
     for line in study.stdout:
         output.append(line)
         if after in line:
-            study.send_signal(signal.SIGINT)
+            study.send_signal(sig)
             break
     output += study.stdout.readlines()
     return study.wait(timeout=300), "".join(output)

@@ -1,9 +1,13 @@
 """--resume: a study interrupted with Ctrl-C continues where it stopped; finished trials are
 not rerun and every trial ends with exactly one MLflow run."""
 
+import signal
+import subprocess
+
+import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import interrupt_study_script, run_study_script
+from conftest import RAY_CLI, interrupt_study_script, run_study_script, study_env
 
 TRIALS = 6  # smoke: 2 students x (sft, kd, revkd)
 
@@ -47,6 +51,42 @@ def test_an_interrupted_study_resumes_without_rerunning_or_duplicating(tmp_path,
     parent = client.get_run(parent.info.run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials"] == TRIALS
     assert (tmp_path / "results" / "temperature-smoke" / "results.md").is_file()
+
+
+@pytest.mark.slow  # 3.5 min; the Ctrl-C test above covers resume in the default run
+def test_a_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path, shared_cache):
+    """SIGKILL (no clean-up at all: the parent run stays RUNNING, Tune's state is whatever it
+    last saved), then --resume: the remaining trials run, finished ones are not trained again,
+    every trial has exactly one run with one complete curve."""
+    flags = ["--smoke", "--cache-dir", str(shared_cache), "--max-concurrent", "1"]
+    try:
+        code, output = interrupt_study_script(
+            *flags, cwd=tmp_path, after="[3/6 done", sig=signal.SIGKILL
+        )
+        assert code == -signal.SIGKILL, output[-3000:]
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("kdray-temperature-smoke")
+        (parent,) = client.search_runs([experiment.experiment_id], "tags.`kdray.role` = 'study'")
+        assert parent.info.status == "RUNNING"  # nobody closed it
+        children = _children(client, experiment.experiment_id, parent.info.run_id)
+        before = {k: r for k, r in children.items() if r.info.status == "FINISHED"}
+        assert len(before) >= 3
+
+        resumed = run_study_script(*flags, "--resume", cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert f"resuming study run {parent.info.run_id}" in resumed.stdout
+        after = _children(client, experiment.experiment_id, parent.info.run_id)
+        assert len(after) == TRIALS and {r.info.status for r in after.values()} == {"FINISHED"}
+        for key, run in before.items():
+            assert after[key].info.run_id == run.info.run_id
+            assert after[key].info.end_time == run.info.end_time  # not trained again
+        for run in after.values():
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+            assert sorted(steps) == list(range(1, 21))  # one complete curve, each step once
+        parent = client.get_run(parent.info.run_id)
+        assert parent.info.status == "FINISHED" and parent.data.metrics["trials"] == TRIALS
+    finally:  # a killed driver may leave its local Ray behind: later tests start their own
+        subprocess.run([RAY_CLI, "stop", "--force"], env=study_env(), capture_output=True)
 
 
 def test_resume_of_a_study_that_never_ran_is_one_line_and_exit_2(tmp_path, shared_cache):
