@@ -174,29 +174,6 @@ def estimate_trial_memory(
     return MemoryEstimate(**parts, total=sum(parts.values()))
 
 
-def gpus_per_trial(
-    student: HubModel, teacher: HubModel | None, gpu_memory_gib: float = 80.0, **kwargs
-) -> int:
-    """The fewest GPUs of 1, 2, 4, 8 whose estimate fits in `gpu_memory_gib` each: one GPU
-    with the given zero_stage, more with ZeRO-3. ConfigError (one line) if 8 do not fit."""
-    kwargs.pop("gpus", None)
-    single_stage = kwargs.pop("zero_stage", 0)
-    for gpus in GPU_COUNTS:
-        stage = single_stage if gpus == 1 else 3
-        estimate = estimate_trial_memory(student, teacher, zero_stage=stage, gpus=gpus, **kwargs)
-        if estimate.total <= gpu_memory_gib:
-            return gpus
-    pair = f"{teacher.name} -> {student.name}" if teacher is not None else student.name
-    placement = kwargs.get("teacher_placement", "replica") if teacher is not None else None
-    raise ConfigError(
-        f"{pair} needs about {estimate.total:.0f} GiB per GPU even on {GPU_COUNTS[-1]} GPUs "
-        f"with ZeRO-3 (estimate, {gpu_memory_gib:g} GiB GPUs"
-        + (f", teacher placement {placement}" if placement else "")
-        + "): use LoRA, gradient checkpointing, a smaller micro batch / sequence length"
-        + (", another teacher placement or the teacher cache" if placement else "")
-    )
-
-
 def estimate_teacher_server_memory(
     teacher: HubModel, *, micro_batch: int = 4, seq_len: int = 256, dtype_bytes: int = 2
 ) -> float:
@@ -219,40 +196,6 @@ def teacher_forward_gpus(
         f"{teacher.name}'s forward needs about {need:.0f} GiB: more than {GPU_COUNTS[-1]} x "
         f"{gpu_memory_gib:g} GiB GPUs (estimate)"
     )
-
-
-def placement_estimates(
-    student: HubModel, teacher: HubModel, gpu_memory_gib: float = 80.0, **options
-) -> dict[str, str]:
-    """One line per teacher placement: the fewest GPUs (1, 2, 4, 8) that hold a trial with the
-    teacher there, the GiB per training GPU, and for `actor` the teacher server's own GPU."""
-    lines = {}
-    single_stage = options.pop("zero_stage", 0)
-    for placement in TEACHER_PLACEMENTS:
-        try:
-            gpus = gpus_per_trial(
-                student, teacher, gpu_memory_gib, zero_stage=single_stage,
-                teacher_placement=placement, **options,
-            )  # fmt: skip
-        except ConfigError:
-            lines[placement] = f"does not fit on {GPU_COUNTS[-1]} x {gpu_memory_gib:g} GiB GPUs"
-            continue
-        estimate = estimate_trial_memory(
-            student, teacher, gpus=gpus, zero_stage=single_stage if gpus == 1 else 3,
-            teacher_placement=placement, **options,
-        )  # fmt: skip
-        line = f"{gpus} GPU(s) x {estimate.total:.1f} GiB"
-        if placement == "actor":
-            server = estimate_teacher_server_memory(
-                teacher,
-                micro_batch=options.get("micro_batch", 4),
-                seq_len=options.get("seq_len", 256),
-                dtype_bytes=options.get("dtype_bytes", 2),
-            )
-            fits = "" if server <= gpu_memory_gib else " (more than one GPU: not supported)"
-            line += f" + the teacher server's GPU: {server:.1f} GiB{fits}"
-        lines[placement] = line
-    return lines
 
 
 PLACEMENT_PREFERENCE = ("replica", "zero3", "actor")
@@ -285,6 +228,61 @@ class TrialPlan:
                 f"{self.estimate.summary()}{server}")  # fmt: skip
 
 
+def _batch(options: dict) -> dict:
+    """The micro batch and sequence length among estimate options, for the teacher server."""
+    return {k: options[k] for k in ("micro_batch", "seq_len") if k in options}
+
+
+def training_layout(
+    student: HubModel,
+    teacher: HubModel | None,
+    gpu_memory_gib: float = 80.0,
+    teacher_placement: str = "replica",
+    **options,
+) -> TrialPlan | None:
+    """The fewest training GPUs (1, 2, 4, 8) whose estimate fits `gpu_memory_gib` with this
+    teacher placement: ZeRO-2 unless only ZeRO-3 fits on that many (one GPU: nothing to
+    shard, so the stage changes nothing). None when not even 8 fit. The actor placement's
+    server is sized (teacher_server_gib) but not checked here."""
+    for name in ("gpus", "zero_stage"):
+        options.pop(name, None)
+    for gpus in GPU_COUNTS:
+        for stage in (2, 3) if gpus > 1 else (2,):
+            estimate = estimate_trial_memory(
+                student, teacher, zero_stage=stage, gpus=gpus,
+                teacher_placement=teacher_placement, **options,
+            )  # fmt: skip
+            if estimate.total <= gpu_memory_gib:
+                server = None
+                if teacher is not None and teacher_placement == "actor":
+                    server = estimate_teacher_server_memory(teacher, **_batch(options))
+                placement = teacher_placement if teacher is not None else None
+                return TrialPlan(gpus, stage, placement, estimate, server)
+    return None
+
+
+def _fails_message(student, teacher, gpu_memory_gib, placements, **options) -> str:
+    """Why nothing fits, in one line: the fullest GPU's need with everything sharded over 8
+    GPUs (for the actor placement, its teacher server's GPU counts too)."""
+
+    def need(placement: str) -> float:
+        total = estimate_trial_memory(student, teacher, zero_stage=3, gpus=GPU_COUNTS[-1],
+                                      teacher_placement=placement, **options).total  # fmt: skip
+        if teacher is not None and placement == "actor":
+            total = max(total, estimate_teacher_server_memory(teacher, **_batch(options)))
+        return total
+
+    least = min(need(p) for p in (placements if teacher is not None else ("replica",)))
+    pair = f"{teacher.name} -> {student.name}" if teacher is not None else student.name
+    how = (f"teacher placement {placements[0]}" if teacher is not None and len(placements) == 1
+           else "any ZeRO stage or teacher placement")  # fmt: skip
+    return (
+        f"{pair} does not fit on {GPU_COUNTS[-1]} x {gpu_memory_gib:g} GiB GPUs with {how} "
+        f"(at least {least:.0f} GiB per GPU even on {GPU_COUNTS[-1]} GPUs, estimate): use "
+        "LoRA, gradient checkpointing, a smaller micro batch / sequence length, or the cache"
+    )
+
+
 def plan_trial(
     student: HubModel,
     teacher: HubModel | None,
@@ -293,34 +291,40 @@ def plan_trial(
     **options,
 ) -> TrialPlan:
     """The cheapest layout that fits `gpu_memory_gib` per GPU: fewest GPUs in all (the actor
-    placement's teacher server counts as one), then ZeRO-2 over ZeRO-3 (less communication),
-    then the placements in the order given. Options are estimate_trial_memory's (finetune,
-    micro_batch, seq_len, gradient_checkpointing, ...). ConfigError (one line) when nothing fits
-    on 8 training GPUs."""
-    for name in ("gpus", "zero_stage", "teacher_placement"):
+    placement's teacher server counts as one, and must fit on one GPU), then ZeRO-2 over
+    ZeRO-3 (less communication), then the placements in the order given. Options are
+    estimate_trial_memory's (finetune, micro_batch, seq_len, gradient_checkpointing, ...).
+    ConfigError (one line) when nothing fits on 8 training GPUs."""
+    for name in ("teacher_placement", "gpus", "zero_stage"):
         options.pop(name, None)
-    batch = {k: options[k] for k in ("micro_batch", "seq_len") if k in options}
-    candidates, smallest = [], None
-    for gpus in GPU_COUNTS:
-        for stage in (2, 3) if gpus > 1 else (2,):  # one GPU: nothing to shard
-            for rank, placement in enumerate(placements if teacher is not None else (None,)):
-                estimate = estimate_trial_memory(
-                    student, teacher, zero_stage=stage, gpus=gpus,
-                    teacher_placement=placement or "replica", **options,
-                )  # fmt: skip
-                server = None
-                if placement == "actor":  # the server holds the whole teacher on one GPU
-                    server = estimate_teacher_server_memory(teacher, **batch)
-                need = max(estimate.total, server or 0.0)  # on the fullest GPU
-                smallest = min(smallest or need, need)
-                if need <= gpu_memory_gib:
-                    plan = TrialPlan(gpus, stage, placement, estimate, server)
-                    candidates.append(((gpus + (server is not None), stage, rank), plan))
-    if candidates:
-        return min(candidates, key=lambda c: c[0])[1]
-    pair = f"{teacher.name} -> {student.name}" if teacher is not None else student.name
-    raise ConfigError(
-        f"{pair} does not fit on {GPU_COUNTS[-1]} x {gpu_memory_gib:g} GiB GPUs with any ZeRO "
-        f"stage or teacher placement (at least {smallest:.0f} GiB per GPU, estimate): use "
-        "LoRA, gradient checkpointing, a smaller micro batch / sequence length, or the cache"
-    )
+    candidates = []
+    for rank, placement in enumerate(placements if teacher is not None else ("replica",)):
+        plan = training_layout(student, teacher, gpu_memory_gib, placement, **options)
+        if plan is None or (plan.teacher_server_gib or 0.0) > gpu_memory_gib:
+            continue
+        total_gpus = plan.gpus + (plan.teacher_server_gib is not None)
+        candidates.append(((total_gpus, plan.zero_stage, rank), plan))
+    if not candidates:
+        raise ConfigError(_fails_message(student, teacher, gpu_memory_gib, placements, **options))
+    return min(candidates, key=lambda c: c[0])[1]
+
+
+def placement_estimates(
+    student: HubModel, teacher: HubModel, gpu_memory_gib: float = 80.0, **options
+) -> dict[str, str]:
+    """One line per teacher placement: the fewest GPUs (1, 2, 4, 8) that hold a trial with the
+    teacher there (training_layout, as the study runs it), the GiB per training GPU, and for
+    `actor` the teacher server's own GPU."""
+    lines = {}
+    for placement in TEACHER_PLACEMENTS:
+        plan = training_layout(student, teacher, gpu_memory_gib, placement, **options)
+        if plan is None:
+            lines[placement] = f"does not fit on {GPU_COUNTS[-1]} x {gpu_memory_gib:g} GiB GPUs"
+            continue
+        line = f"{plan.gpus} GPU(s) x {plan.estimate.total:.1f} GiB"
+        if plan.teacher_server_gib is not None:
+            server = plan.teacher_server_gib
+            fits = "" if server <= gpu_memory_gib else " (more than one GPU: not supported)"
+            line += f" + the teacher server's GPU: {server:.1f} GiB{fits}"
+        lines[placement] = line
+    return lines

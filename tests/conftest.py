@@ -11,6 +11,21 @@ STUDIES = REPO / "studies"
 RAY_CLI = str(Path(sys.executable).parent / "ray")  # the CLI of the Ray this Python imports
 
 
+def wait_for_http(url: str, seconds: float = 60) -> None:
+    """Poll `url` until it answers; fail the test after `seconds`."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"{url} did not answer in {seconds:g} s")
+
+
 def free_port() -> int:
     import socket
 

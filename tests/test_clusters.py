@@ -8,9 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import tomllib
-import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -18,6 +16,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from conftest import free_port, wait_for_http
 from kdray.trial import DRIVER_RESOURCE_ENV, driver_resources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,23 +151,14 @@ def non_loopback_addresses() -> list[str]:
 
 
 def test_kdray_mlflow_server_serves_on_loopback_only(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "kdray", "mlflow-server", "--store", str(tmp_path),
          "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the server did not answer in 60 s")
+        wait_for_http(f"http://127.0.0.1:{port}/health")
         for address in non_loopback_addresses():  # not reachable on the machine's others
             with socket.socket() as client, pytest.raises(OSError):
                 client.settimeout(2)

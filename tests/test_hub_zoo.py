@@ -7,7 +7,7 @@ import pytest
 
 from kdray.errors import ConfigError
 from kdray.hub_zoo import FAMILIES, HUB_MODELS, check_pair, hub_model, pairs
-from kdray.memory_plan import estimate_trial_memory, gpus_per_trial
+from kdray.memory_plan import estimate_trial_memory, plan_trial, training_layout
 
 # Sizes the model cards publish (billions of parameters).
 PUBLISHED = {
@@ -122,10 +122,11 @@ def test_full_finetuning_adds_optimizer_states():
 
 
 def test_gpus_per_trial_on_80_gib_gpus():
-    assert gpus_per_trial(HUB_MODELS["qwen2.5-0.5b"], HUB_MODELS["qwen2.5-1.5b"]) == 1
+    assert plan_trial(HUB_MODELS["qwen2.5-0.5b"], HUB_MODELS["qwen2.5-1.5b"]).gpus == 1
     pair = HUB_MODELS["llama-3.1-8b"], HUB_MODELS["llama-3.1-70b"]
-    assert gpus_per_trial(*pair, teacher_placement="zero3") > 1
-    with pytest.raises(ConfigError, match="even on 8 GPUs.*teacher placement replica"):
-        gpus_per_trial(*pair)  # a whole 70B teacher on every GPU
+    assert plan_trial(*pair, placements=("zero3",)).gpus > 1
+    assert training_layout(*pair) is None  # a whole 70B teacher on every GPU
+    with pytest.raises(ConfigError, match="does not fit on 8 x 80 GiB.*teacher placement replica"):
+        plan_trial(*pair, placements=("replica",))
     with pytest.raises(ConfigError, match="even on 8 GPUs"):
-        gpus_per_trial(*pair, 8.0, teacher_placement="zero3")
+        plan_trial(*pair, 8.0, placements=("zero3",))

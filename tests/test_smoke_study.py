@@ -2,10 +2,8 @@
 -> analysis, through the study script as a user runs it (--smoke)."""
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 
@@ -14,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.loader import load_mlflow_results
-from conftest import run_study_script
+from conftest import free_port, run_study_script, wait_for_http
 from kdray.mlflow_server import server_command, server_env
 
 SMOKE_TRIALS = 2 * (1 + 2)  # 2 students x (sft + kd and revkd at one temperature)
@@ -155,21 +153,14 @@ def test_the_mlflow_ui_serves_the_runs_nested_with_their_metrics(smoke):
     """The real tracking server on the study's store: the UI page loads and its REST API (what
     the UI draws from) lists the parent, its children and their curves."""
     workdir, uri, _ = smoke
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         server_command(uri, port=port), cwd=workdir, env=server_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_for_http(f"{base}/health")
         page = urllib.request.urlopen(base, timeout=10).read().decode()
         assert "<title>MLflow</title>" in page
 
