@@ -51,20 +51,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_checksums(folder: Path) -> None:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+def write_checksums(folder: Path, name: str = CHECKSUMS) -> None:
+    """Record the size and SHA-256 of every file in `folder` (but checksum files) in `name`."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(CHECKSUMS))
     sums = {
         str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
         for p in files
     }
-    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=1))
+    (folder / name).write_text(json.dumps(sums, indent=1))
 
 
-def verify_checksums(folder: Path) -> None:
-    """Raise CacheCorruptError unless every file listed in the folder's checksums is there with
-    its size and SHA-256."""
+def verify_checksums(folder: Path, name: str = CHECKSUMS) -> None:
+    """Raise CacheCorruptError unless every file listed in the folder's checksums `name` is
+    there with its size and SHA-256."""
     try:
-        sums = json.loads((folder / CHECKSUMS).read_text())
+        sums = json.loads((folder / name).read_text())
     except (OSError, ValueError) as error:
         raise CacheCorruptError(f"cache folder {folder} has no readable checksums") from error
     for name, expected in sums.items():

@@ -142,6 +142,9 @@ class KDConfig:
         )
 
 
+RECOVERY_FIELDS = ("checkpoint_every", "max_failures")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run (teacher preparation or a student trial)."""
@@ -192,6 +195,13 @@ class TrainConfig:
     """N > 0: every progress report also carries `val_score`, the greedy score on the first N
     validation items, which a search's ASHA scheduler and Optuna compare trials on (the final
     report's `val_score` is the full validation score). 0: reports carry the loss only."""
+    checkpoint_every: int | None = None
+    """Steps between resumable checkpoints (weights, optimizer, data position, RNG states),
+    saved with that step's progress report, from which Ray Train restarts failed workers; a
+    multiple of report_every. None: with every progress report."""
+    max_failures: int = 2
+    """Worker failures (a killed worker, a lost node) a run recovers from by restarting its
+    Train workers from the latest checkpoint; -1: no limit, 0: fail at the first."""
     train_examples: int | None = None
     """Use only the first N training problems (None: the whole split)."""
     eval_every: int | None = None
@@ -219,6 +229,13 @@ class TrainConfig:
         )
         _check(self.cpus_per_worker > 0, f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
+        _check(
+            self.checkpoint_every is None
+            or (self.checkpoint_every >= 1 and self.checkpoint_every % self.report_every == 0),
+            f"checkpoint_every must be a multiple of report_every ({self.report_every}), "
+            f"got {self.checkpoint_every}",
+        )
+        _check(self.max_failures >= -1, f"max_failures must be >= -1, got {self.max_failures}")
         _check(
             self.report_val_score >= 0,
             f"report_val_score must be >= 0 items, got {self.report_val_score}",
@@ -259,6 +276,18 @@ class TrainConfig:
             f"lora_dropout must be in [0, 1), got {self.lora_dropout}",
         )
         _check(len(self.lora_targets) > 0, "lora_targets is empty: name at least one module")
+
+    def checkpoints_at(self, step: int) -> bool:
+        """Whether the progress report of `step` carries a resumable checkpoint."""
+        return step % (self.checkpoint_every or self.report_every) == 0
+
+    def what_it_trains(self) -> dict[str, Any]:
+        """The fields that decide the trained weights, for content keys: how a run recovers
+        from failures does not change what it produces."""
+        values = to_dict(self)
+        for name in RECOVERY_FIELDS:
+            values.pop(name)
+        return values
 
     def resolved_steps(self, examples: int, world_size: int) -> int:
         """Optimizer steps of the run: `steps`, or `epochs` over `examples` when set."""

@@ -63,7 +63,29 @@ def create_engine(model: torch.nn.Module, train: TrainConfig):
         config=deepspeed_config(train),
         dist_init_required=False,
     )
+    engine.checkpoint_engine = weights_only_checkpoint_engine(engine)
     return engine
+
+
+def weights_only_checkpoint_engine(engine):
+    """DeepSpeed's torch checkpoint engine, but loading with `torch.load(weights_only=True)`:
+    DeepSpeed itself unpickles arbitrary objects. Its ZeRO optimizer states hold four of its
+    own plain classes, allowed by name; anything else in a file is refused."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import (
+        TorchCheckpointEngine,
+    )
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    allowed = [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+    class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
+        def load(self, path: str, map_location=None):
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location=map_location, weights_only=True)
+
+    return WeightsOnlyCheckpointEngine(engine._config)
 
 
 def full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor]:

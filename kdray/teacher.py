@@ -42,7 +42,7 @@ class PreparedTeacher:
 def teacher_folder(
     world: World | HubWorld, name: str, kind: str, train: TrainConfig, eval_config: EvalConfig
 ) -> Path:
-    trained = to_dict(train) if kind == "task-aware" else None
+    trained = train.what_it_trains() if kind == "task-aware" else None
     key = content_key(world.key, name, kind, trained, to_dict(eval_config))
     return world.root.parent.parent / "teachers" / f"{name}-{kind}-{key}"
 

@@ -137,6 +137,15 @@ class RunLogger:
     def __init__(self, tracking_uri: str, run_id: str):
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
+        self._logged_through: dict[str, int] = {}  # curve name -> last step logged
+
+    def continue_curves(self, names: list[str], fresh: bool = False) -> None:
+        """Log each curve in `names` only after the last step the run already has (a run
+        restarted from a checkpoint repeats steps it may have logged). `fresh`: the run has
+        none yet, nothing to look up."""
+        for name in names:
+            history = [] if fresh else self.client.get_metric_history(self.run_id, name)
+            self._logged_through[name] = max((m.step for m in history), default=0)
 
     def log_params(self, params: dict[str, Any]) -> None:
         items = as_params(params)
@@ -155,9 +164,12 @@ class RunLogger:
             self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
 
     def log_curves(self, curves: dict[str, list[tuple[int, float]]]) -> None:
+        """Log each curve's points after the last step logged so far: pass whole curves."""
         for name, points in curves.items():
-            if points:
-                self.log_curve(name, points)
+            new = [(step, v) for step, v in points if step > self._logged_through.get(name, 0)]
+            if new:
+                self.log_curve(name, new)
+                self._logged_through[name] = new[-1][0]
 
     def log_json(self, payload: Any, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as folder:

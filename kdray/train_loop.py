@@ -53,6 +53,7 @@ from kdray.run_spec import RunSpec
 from kdray.teacher_cache import TeacherCache
 from kdray.teacher_placement import online_teacher
 from kdray.tracking import RunLogger
+from kdray.trial_checkpoint import LoopState, restore_checkpoint, run_fingerprint, save_checkpoint
 
 PREDICTIONS_FILE = "predictions.json"
 METRICS_FILE = "metrics.json"
@@ -234,75 +235,111 @@ def train_worker(config: dict[str, Any]) -> None:
         engine.train()
         return mean_score(score_responses(score_items, responses, spec.domain))
 
-    # --- steps
-    best: tuple[float, int, dict] | None = None  # (validation loss, step, trainable weights)
-    val_curve: list[tuple[int, float]] = []
-    curve: list[tuple[int, float]] = []
-    lr_curve: list[tuple[int, float]] = []
-    speed_curve: list[tuple[int, float]] = []  # input tokens (prompt + response) per second
-    logged = 0
-    on_policy_batches = 0
+    # --- steps (from the latest checkpoint when Ray Train restarted failed workers)
+    progress = LoopState(run_fingerprint(config))
+    restored = restore_checkpoint(
+        ray.train.get_checkpoint(), engine, progress.fingerprint, rank,
+        agree=lambda bad: global_sum(float(bad), device, world_size) > 0,
+    )  # fmt: skip
+    if restored:
+        progress, python_rng, rngs = restored
+        on_policy_rng.setstate(python_rng)
+        noise.set_state(rngs["noise"])
+        torch.set_rng_state(rngs["torch"])
+        if "cuda" in rngs:
+            torch.cuda.set_rng_state(rngs["cuda"], device)
+        for _ in range(progress.step * accumulate):  # the data position: batches already used
+            next(batches)
+        if rank == 0:
+            print(f"[kdray] {spec.model_name}: resuming at step {progress.step} from a checkpoint")
+    if logger:  # a restarted run does not log again the points it logged before it failed
+        logger.continue_curves([*progress.curves, "val_score"], fresh=restored is None)
+
+    def rng_states() -> dict[str, torch.Tensor]:
+        states = {"noise": noise.get_state(), "torch": torch.get_rng_state()}
+        if spec.train.use_gpu:
+            states["cuda"] = torch.cuda.get_rng_state(device)
+        return states
+
+    curves = progress.curves
+    seconds_before = progress.train_seconds
     started = time.perf_counter()
     window_started, window_tokens = started, 0
-    for step in range(1, train.steps + 1):
+    failure = None
+    for step in range(progress.step + 1, train.steps + 1):
         micro_batches = [next_micro_batch() for _ in range(accumulate)]
-        on_policy_batches += sum(sampled for _, sampled in micro_batches)
+        progress.on_policy_batches += sum(sampled for _, sampled in micro_batches)
         window_tokens += sum(int(b["attention_mask"].sum()) for b, _ in micro_batches)
         # The step's loss is a mean over all its scored tokens, whatever the micro-batching.
         step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, _ in micro_batches)
         step_loss = 0.0
-        lr_curve.append((step, engine.get_lr()[0]))
+        curves["lr"].append((step, engine.get_lr()[0]))
         for batch, _ in micro_batches:
             loss = forward_loss(batch, max(step_tokens, 1), noise)
-            if not math.isfinite(loss.item()):
-                raise NonFiniteLossError(f"loss became {loss.item()} at step {step}")
+            # Every rank stops at the same step: a NaN on any rank is NaN in the sum.
+            if not math.isfinite(overall := global_sum(loss.item(), device, world_size)):
+                failure = f"loss became {overall} at step {step}"
+                break
             engine.backward(loss * accumulate)  # DeepSpeed divides by the accumulation steps
             engine.step()
             step_loss += loss.item()
-        curve.append((step, step_loss))
+        if failure:
+            break
+        curves["train_loss"].append((step, step_loss))
         if train.eval_every and (step % train.eval_every == 0 or step == train.steps):
             loss = validation_loss()
-            val_curve.append((step, loss))
-            if best is None or loss < best[0]:
-                best = (loss, step, trainable_state(engine, train.zero_stage))
+            curves["val_loss"].append((step, loss))
+            if progress.best_loss is None or loss < progress.best_loss:
+                progress.best_loss, progress.best_step = loss, step
+                progress.best_weights = trainable_state(engine, train.zero_stage)
         if step % train.report_every == 0 and step < train.steps:
             now = time.perf_counter()
-            speed_curve.append((step, window_tokens * world_size / (now - window_started)))
-            report = {"step": step, "train_loss": _recent_mean(curve)}
+            speed = window_tokens * world_size / (now - window_started)
+            curves["tokens_per_second"].append((step, speed))
+            report = {"step": step, "train_loss": _recent_mean(curves["train_loss"])}
             if score_items:
                 report["val_score"] = validation_score()
             if logger:
-                logger.log_curves(
-                    {"train_loss": curve[logged:], "lr": lr_curve[logged:],
-                     "tokens_per_second": speed_curve[-1:]}
-                )  # fmt: skip
+                logger.log_curves({k: curves[k] for k in ("train_loss", "lr", "tokens_per_second")})
                 if "val_score" in report:
-                    logger.log_metrics({"val_score": report["val_score"]}, step=step)
-                logged = len(curve)
-            ray.train.report(report)
+                    logger.log_curves({"val_score": [(step, report["val_score"])]})
+            progress.step, progress.train_seconds = step, seconds_before + now - started
+            if train.checkpoints_at(step):
+                with tempfile.TemporaryDirectory() as folder:
+                    states = rng_states()
+                    save_checkpoint(Path(folder), engine, progress, on_policy_rng, states, rank)
+                    ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            else:
+                ray.train.report(report)
             window_started, window_tokens = time.perf_counter(), 0
-    train_seconds = time.perf_counter() - started
+    if failure:
+        report_failure(failure, rank)
+        return
+    attempt_seconds = time.perf_counter() - started
 
     # --- export, evaluate, report
-    if best is not None:
-        load_trainable_state(engine, train.zero_stage, best[2])
+    if progress.best_weights is not None:
+        load_trainable_state(engine, train.zero_stage, progress.best_weights)
     state = full_state_dict(engine, train.zero_stage)
     metrics = {
         "step": train.steps,
-        "train_loss": _recent_mean(curve),
-        "train_seconds": train_seconds,
-        "steps_per_second": train.steps / train_seconds,
+        "train_loss": _recent_mean(curves["train_loss"]),
+        "train_seconds": seconds_before + attempt_seconds,
+        "steps_per_second": (train.steps - (progress.resumed_from or 0)) / attempt_seconds,
         "tokens_per_second": window_tokens * world_size / (time.perf_counter() - window_started),
-        "on_policy_batches": on_policy_batches,
+        "on_policy_batches": progress.on_policy_batches,
         "trainable_parameters": trainable_parameters(engine.module),
         "peak_rss_mib": peak_rss_mib(),
+        "restarts": progress.restarts,
     }
+    if progress.resumed_from is not None:
+        metrics["resumed_from_step"] = progress.resumed_from
     if spec.train.use_gpu:
         metrics["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     nodes = worker_nodes(world_size)
     metrics["worker_nodes"] = len(nodes)
-    if best is not None:
-        metrics.update(best_val_loss=best[0], best_step=best[1])
+    if progress.best_step is not None:
+        metrics.update(best_val_loss=progress.best_loss, best_step=progress.best_step)
     if rank != 0:
         ray.train.report(metrics)
         return
@@ -317,9 +354,7 @@ def train_worker(config: dict[str, Any]) -> None:
         (Path(folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
         if logger:
             logger.set_tags({"kdray.worker_nodes": ",".join(nodes)})  # Ray node ids
-            logger.log_curves(
-                {"train_loss": curve[logged:], "lr": lr_curve[logged:], "val_loss": val_curve}
-            )
+            logger.log_curves({k: curves[k] for k in ("train_loss", "lr", "val_loss")})
             final = {k: v for k, v in metrics.items() if k not in ("step", "train_loss")}
             logger.log_metrics(final, step=train.steps)
             logger.log_file(Path(folder) / PREDICTIONS_FILE)
@@ -365,6 +400,33 @@ def worker_nodes(world_size: int) -> list[str]:
     everyone: list[str] = [""] * world_size
     torch.distributed.all_gather_object(everyone, mine)
     return sorted(set(everyone))
+
+
+FAILURE_KEY = "kdray_failure"
+"""A report carrying this key ends the run as failed (the reason is its value)."""
+
+
+def report_failure(reason: str, rank: int) -> None:
+    """End the run as failed without raising: every rank reports the same reason and returns
+    (rank 0 with a checkpoint, so the driver's Result carries it). A raised error would count
+    as a worker failure, which Train retries from the latest checkpoint, only to fail the
+    same way again."""
+    if rank != 0:
+        ray.train.report({FAILURE_KEY: reason})
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "failure.json").write_text(json.dumps({"reason": reason}))
+        checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report({FAILURE_KEY: reason}, checkpoint=checkpoint)
+
+
+def global_sum(value: float, device: torch.device, world_size: int) -> float:
+    """`value` summed over all ranks (a collective when there are several)."""
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total)
+    return total.item()
 
 
 def peak_rss_mib() -> float:

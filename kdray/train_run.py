@@ -7,12 +7,19 @@ import os
 from pathlib import Path
 
 import ray
-from ray.train import Checkpoint, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from kdray.run_spec import RunSpec
 from kdray.teacher_placement import needs_server, start_teacher_server
-from kdray.train_loop import train_worker
+from kdray.train_loop import FAILURE_KEY, NonFiniteLossError, train_worker
 
 REPORT_POLL_SECONDS = "0.2"
 """Ray Train V2 drains worker reports every 2 s by default, which stalls short runs; the
@@ -35,7 +42,9 @@ def build_trainer(spec: RunSpec, name: str, storage_path: Path, callbacks=()) ->
         run_config=RunConfig(
             name=name,
             storage_path=str(storage_path),
-            failure_config=FailureConfig(max_failures=0),
+            # A dead worker restarts the group from the latest checkpoint (train_loop).
+            failure_config=FailureConfig(max_failures=train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest is enough
             callbacks=list(callbacks),
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
@@ -55,4 +64,6 @@ def fit(spec: RunSpec, name: str, storage_path: Path, callbacks=()) -> Checkpoin
             ray.kill(server)
     if result.checkpoint is None:
         raise RuntimeError(f"Train run {name} ended without a checkpoint: {result.error}")
+    if reason := (result.metrics or {}).get(FAILURE_KEY):
+        raise NonFiniteLossError(reason)
     return result.checkpoint

@@ -18,6 +18,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from kdray.config import flatten
 from kdray.run_spec import RunSpec
 from kdray.tracking import PARENT_TAG, RUN_NAME_TAG, RunLogger, package_versions
+from kdray.train_loop import FAILURE_KEY
 from kdray.train_run import fit
 
 DRIVER_CPUS = 0.01
@@ -69,6 +70,15 @@ def open_child_run(client: MlflowClient, study: dict[str, Any], plan: dict[str, 
     return run.info.run_id
 
 
+class TrialReportCallback(TuneReportCallback):
+    """Rank 0's reports to Tune, but a failure report (train_loop.report_failure), which
+    carries none of the metrics Tune's scheduler checks for; the trial fails instead."""
+
+    def after_report(self, run_context, metrics, checkpoint):
+        if FAILURE_KEY not in metrics[0]:
+            super().after_report(run_context, metrics, checkpoint)
+
+
 def run_trial(config: dict[str, Any]) -> None:
     """Tune function trainable: config = {"plan": one trial plan, "study": shared context}."""
     study, plan = config["study"], config["plan"]
@@ -98,7 +108,7 @@ def run_trial(config: dict[str, Any]) -> None:
             spec,
             name=f"trial-{ray.tune.get_context().get_trial_id()}",
             storage_path=Path(study["storage_path"]),
-            callbacks=[TuneReportCallback()],
+            callbacks=[TrialReportCallback()],
         )
     except BaseException as error:
         reason = _failure_reason(error)

@@ -78,6 +78,21 @@ def interrupt_study_script(
 
 
 @pytest.fixture(scope="session")
+def one_rank_process_group():
+    """A one-rank gloo process group in this process (what a Train worker runs in), for the
+    whole session: DeepSpeed keeps the groups it derives from it."""
+    import torch.distributed as dist
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOCAL_RANK", "0")  # DeepSpeed asserts it is set
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+        )
+        yield
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
     """One cache of worlds and teachers for the whole session (what users get by default)."""
     return tmp_path_factory.mktemp("kdray-cache")

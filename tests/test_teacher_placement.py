@@ -1,8 +1,6 @@
 """Online teacher placements give the replica's logits; memory estimates per placement."""
 
 import dataclasses
-import os
-import socket
 
 import pytest
 import ray
@@ -65,24 +63,13 @@ def test_unknown_placement_is_refused_in_one_line():
         KDConfig(method="kd", teacher_placement="gpu0")
 
 
-def test_zero3_sharded_teacher_gives_the_replica_logits(world, batch):
+def test_zero3_sharded_teacher_gives_the_replica_logits(world, batch, one_rank_process_group):
     """A one-rank gloo group: the teacher's weights are partitioned by a ZeRO-3 engine and
     gathered per layer in the forward, as on N ranks."""
-    import torch.distributed as dist
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1")
-    os.environ.update(LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    try:
-        teacher = online_teacher(spec_for(world, "zero3"), torch.device("cpu"))
-        parameter = next(teacher.engine.module.parameters())
-        assert parameter.numel() == 0 and parameter.ds_numel > 0  # partitioned, not a copy
-        sharded = teacher.logits(batch["input_ids"], batch["attention_mask"])
-    finally:
-        dist.destroy_process_group()
+    teacher = online_teacher(spec_for(world, "zero3"), torch.device("cpu"))
+    parameter = next(teacher.engine.module.parameters())
+    assert parameter.numel() == 0 and parameter.ds_numel > 0  # partitioned, not a copy
+    sharded = teacher.logits(batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(sharded, replica_logits(world, batch), rtol=1e-5, atol=1e-5)
 
 
