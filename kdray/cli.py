@@ -12,13 +12,15 @@ from pathlib import Path
 
 from kdray.config import DECODING, FINETUNE_MODES, METHODS, TEACHER_PLACEMENTS
 from kdray.config_file import add_config_flag, apply_config_file
-from kdray.errors import ConfigError, KdrayError
+from kdray.errors import ConfigError, KdrayError, TrackingUnreachableError
 from kdray.one_line_parser import EXIT_USAGE, OneLineParser
 from kdray.presets import PRESETS
 from kdray.study_config import StudyConfig
 from kdray.study_designs import DEFAULT_SEARCH_TRIALS, DESIGNS, SMOKE_SEARCH_TRIALS, StudyDesign
 
 EXIT_INTERRUPTED = 130
+EXIT_TRACKING_UNREACHABLE = 3
+"""The tracking server did not answer: what ran is kept, --resume continues once it does."""
 """Exit code of a study stopped by Ctrl-C (128 + SIGINT), resumable with --resume."""
 
 
@@ -174,6 +176,11 @@ def study_parser(design: StudyDesign) -> OneLineParser:
         "--tracking-uri",
         help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)",
     )
+    parser.add_argument(
+        "--tracking-wait",
+        type=float,
+        help="seconds to wait for an unreachable tracking server before stopping (600)",
+    )
     parser.add_argument("--experiment", help="MLflow experiment name (default kdray-<study>)")
     parser.add_argument(
         "--cache-dir", help="worlds, teachers, Ray results (default $KDRAY_CACHE or ~/.cache/kdray)"
@@ -205,6 +212,7 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
         "resume": args.resume or None,
         "max_concurrent": args.max_concurrent,
         "tracking_uri": args.tracking_uri,
+        "tracking_wait": args.tracking_wait,
         "experiment": args.experiment,
         "cache_dir": args.cache_dir,
         "results_dir": args.results_dir,
@@ -303,6 +311,11 @@ def config_from_flags(name: str, flags: Sequence[str] = ()) -> StudyConfig:
     return config_from_args(design, parser.parse_args(list(flags)))
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:limit]
+
+
 def study_main(
     name: str, argv: Sequence[str] | None = None, run: Callable[..., object] | None = None
 ) -> int:
@@ -341,9 +354,23 @@ def study_main(
 
                 run = run_study
             outcome = run(config)
+    except TrackingUnreachableError as error:
+        print(f"{name}.py: error: {error}", file=sys.stderr)
+        return EXIT_TRACKING_UNREACHABLE
     except KdrayError as error:
         print(f"{name}.py: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as error:
+        from kdray.tracking_outage import is_unreachable  # MLflow is loaded by now
+
+        if not is_unreachable(error):
+            raise
+        print(
+            f"{name}.py: error: the MLflow tracking server does not answer ({first_line(error)}): "
+            "start it again, then rerun (with --resume if the study had started)",
+            file=sys.stderr,
+        )
+        return EXIT_TRACKING_UNREACHABLE
     if getattr(outcome, "interrupted", False):
         return EXIT_INTERRUPTED
     return 0 if getattr(outcome, "failed", 0) == 0 else 1

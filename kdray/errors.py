@@ -7,3 +7,7 @@ class KdrayError(Exception):
 
 class ConfigError(KdrayError, ValueError):
     """A configuration value is invalid."""
+
+
+class TrackingUnreachableError(KdrayError):
+    """The MLflow tracking server did not answer; what the study did is kept for --resume."""

@@ -21,7 +21,7 @@ from ray import tune
 from kdray.cache import is_complete
 from kdray.config import flatten, to_dict
 from kdray.console import say
-from kdray.errors import KdrayError
+from kdray.errors import KdrayError, TrackingUnreachableError
 from kdray.hub_world import HubWorld, build_hub_world
 from kdray.hub_zoo import check_pair
 from kdray.plan import cache_build_gpus
@@ -42,6 +42,7 @@ from kdray.tracking import (
     resolve_tracking_uri,
     run_tags,
 )
+from kdray.tracking_outage import StudyOutage, bound_http_retries
 from kdray.trial import DRIVER_CPUS, FAILURE_TAG, driver_resources, run_trial
 from kdray.trial_teacher_signals import attach_teacher_signals
 from kdray.world.build import World, build_world
@@ -176,11 +177,13 @@ class PreparedStudy:
             "parent_run_id": self.parent_id,
             "storage_path": str(self.storage),
             "tags": self.tags,
+            "tracking_wait": self.config.tracking_wait,
         }
 
 
 def run_study(config: StudyConfig) -> StudyOutcome:
     """Run a study's grid as one Tune experiment (or --resume an interrupted one)."""
+    bound_http_retries()  # an unreachable tracking server is noticed in seconds
     if config.resume:  # before anything is built or written: a wrong --resume costs nothing
         return _resume_study(config, resolve_tracking_uri(config.tracking_uri))
     study = prepare_study(config)
@@ -205,7 +208,9 @@ def run_study(config: StudyConfig) -> StudyOutcome:
     except BaseException:
         study.client.set_terminated(study.parent_id, RunStatus.to_string(RunStatus.FAILED))
         raise
-    return _fit_and_summarise(config, tuner, study.tracking_uri, study.parent_id, study.clock)
+    return _fit_and_summarise(
+        config, tuner, study.tracking_uri, study.parent_id, study.storage, study.clock
+    )
 
 
 def prepare_study(config: StudyConfig) -> PreparedStudy:
@@ -317,10 +322,12 @@ def _fit_and_summarise(
     tuner: tune.Tuner,
     tracking_uri: str,
     parent_id: str,
+    storage: Path,
     clock: PhaseClock,
 ) -> StudyOutcome:
     """Run (or continue) the study's Tune experiment, close the parent run, write the summary.
-    An interrupted study (Ctrl-C) keeps its parent run open for --resume."""
+    An interrupted study (Ctrl-C) keeps its parent run open for --resume, and so does one
+    whose tracking server stayed away (its trials' results kept on disk)."""
     from analysis.report import write_study_summary  # analysis reads runs back from MLflow
 
     client = MlflowClient(tracking_uri)
@@ -330,6 +337,12 @@ def _fit_and_summarise(
         client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     clock.done("trials")
+    outage = StudyOutage(storage, parent_id)
+    if outage.happened():
+        raise TrackingUnreachableError(
+            f"{outage.message()}; the study stopped: {len(outage.kept())} trials' results "
+            f"kept in {outage.folder}; start the server again and rerun with --resume"
+        )
     parent = client.get_run(parent_id)
     trials = int(parent.data.tags[PLANNED_TRIALS_TAG])
     failed, finished = grid.num_errors, grid.num_terminated
@@ -394,15 +407,20 @@ def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:
             "again without --resume (its world, teachers and caches are reused)"
         )
     say(f"resuming study run {parent_id} ({parent.info.run_name}) from {path}")
+    storage = Path(path).parent
+    if delivered := StudyOutage(storage, parent_id).deliver_kept(client):
+        say(f"delivered the results of {delivered} trials kept while the server was away")
     connect_ray()
     client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
     tuner = tune.Tuner.restore(
         path,
         trainable=tune.with_resources(run_trial, driver_resources()),
         resume_unfinished=True,
-        resume_errored=False,  # a failed trial stays failed: its reason is in MLflow
+        # Errored trials run again: one that failed before fails at once with its reason
+        # (kdray.trial), one stopped by a tracking outage goes on.
+        resume_errored=True,
     )
-    return _fit_and_summarise(config, tuner, tracking_uri, parent_id, PhaseClock())
+    return _fit_and_summarise(config, tuner, tracking_uri, parent_id, storage, PhaseClock())
 
 
 def find_unfinished_study(config: StudyConfig, uri: str):

@@ -69,6 +69,9 @@ class StudyConfig:
     """MLflow experiment; default `kdray-<name>`."""
     tracking_uri: str | None = None
     """MLflow store; default MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db."""
+    tracking_wait: float = 600.0
+    """Seconds a trial waits for an unreachable tracking server before the study stops (its
+    results kept on disk for --resume); training itself goes on meanwhile."""
     cache_dir: str | None = None
     """Worlds, teachers and Ray results; default KDRAY_CACHE or ~/.cache/kdray."""
     max_concurrent: int | None = None
@@ -77,6 +80,10 @@ class StudyConfig:
     """Where the results table and figure are written (also logged to MLflow)."""
 
     def __post_init__(self) -> None:
+        _check(
+            self.tracking_wait >= 0,
+            f"--tracking-wait must be >= 0 seconds, got {self.tracking_wait:g}",
+        )
         check_domain(self.domain)
         _check(self.zoo in ZOOS, f"unknown zoo {self.zoo!r}: choose tiny or hub")
         families = (*FAMILIES, "all") if self.zoo == "hub" else FAMILIES

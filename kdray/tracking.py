@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from kdray.errors import KdrayError
@@ -132,36 +132,48 @@ def as_params(values: dict[str, Any]) -> list[Param]:
 
 
 class RunLogger:
-    """Writes to one existing MLflow run (used by the trial driver and by rank 0)."""
+    """Writes to one existing MLflow run (used by the trial driver and by rank 0). Every write
+    is one op (a dict, see `execute`), so a subclass can keep ops it cannot send yet."""
 
     def __init__(self, tracking_uri: str, run_id: str):
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
         self._logged_through: dict[str, int] = {}  # curve name -> last step logged
 
-    def continue_curves(self, names: list[str], fresh: bool = False) -> None:
+    def _send(self, op: dict[str, Any]) -> None:
+        execute(self.client, self.run_id, op)
+
+    def continue_curves(
+        self, names: list[str], known: dict[str, int] | None = None, fresh: bool = False
+    ) -> None:
         """Log each curve in `names` only after the last step the run already has (a run
-        restarted from a checkpoint repeats steps it may have logged). `fresh`: the run has
-        none yet, nothing to look up."""
+        restarted from a checkpoint repeats steps it may have logged): the later of `known`'s
+        step and the run's own. `fresh`: the run has none yet, nothing to look up."""
         for name in names:
-            history = [] if fresh else self.client.get_metric_history(self.run_id, name)
-            self._logged_through[name] = max((m.step for m in history), default=0)
+            last = (known or {}).get(name, 0)
+            self._logged_through[name] = last if fresh else max(last, self._last_step(name))
+
+    def _last_step(self, name: str) -> int:
+        history = self.client.get_metric_history(self.run_id, name)
+        return max((m.step for m in history), default=0)
 
     def log_params(self, params: dict[str, Any]) -> None:
-        items = as_params(params)
+        items = [[p.key, p.value] for p in as_params(params)]
         for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
+            self._send({"op": "batch", "params": items[start : start + 100]})
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         stamp = _now_ms()
-        batch = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self._send(
+            {"op": "batch", "metrics": [[k, float(v), stamp, step] for k, v in metrics.items()]}
+        )
 
     def log_curve(self, name: str, points: list[tuple[int, float]]) -> None:
         stamp = _now_ms()
-        metrics = [Metric(name, float(value), stamp, step) for step, value in points]
+        metrics = [[name, float(value), stamp, step] for step, value in points]
         for start in range(0, len(metrics), 1000):
-            self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
+            chunk = metrics[start : start + 1000]
+            self._send({"op": "batch", "metrics": chunk, "curve": name, "last_step": chunk[-1][3]})
 
     def log_curves(self, curves: dict[str, list[tuple[int, float]]]) -> None:
         """Log each curve's points after the last step logged so far: pass whole curves."""
@@ -175,17 +187,34 @@ class RunLogger:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / artifact_file
             path.write_text(json.dumps(payload, indent=1))
-            self.client.log_artifact(self.run_id, str(path))
+            self.log_file(path)
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self._send({"op": "artifact", "path": str(path), "artifact_path": artifact_path})
 
     def log_dir(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        self._send({"op": "artifacts", "path": str(path), "artifact_path": artifact_path})
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+        self._send({"op": "batch", "tags": [[k, str(v)] for k, v in tags.items()]})
+
+
+def execute(client: MlflowClient, run_id: str, op: dict[str, Any]) -> None:
+    """Carry out one logging op on `run_id`: `batch` (metrics [key, value, time, step],
+    params [key, value], tags [key, value]), `artifact` (a file) or `artifacts` (a folder)."""
+    if op["op"] == "batch":
+        client.log_batch(
+            run_id,
+            metrics=[Metric(*m) for m in op.get("metrics", [])],
+            params=[Param(*p) for p in op.get("params", [])],
+            tags=[RunTag(*t) for t in op.get("tags", [])],
+        )
+    elif op["op"] == "artifact":
+        client.log_artifact(run_id, op["path"], op["artifact_path"])
+    elif op["op"] == "artifacts":
+        client.log_artifacts(run_id, op["path"], op["artifact_path"])
+    else:
+        raise ValueError(f"unknown logging op {op['op']!r}")
 
 
 def _now_ms() -> int:

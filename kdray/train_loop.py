@@ -52,7 +52,7 @@ from kdray.on_policy import draw_on_policy, sample_batch
 from kdray.run_spec import RunSpec
 from kdray.teacher_cache import TeacherCache
 from kdray.teacher_placement import online_teacher
-from kdray.tracking import RunLogger
+from kdray.tracking_outage import BufferedRunLogger, bound_http_retries
 from kdray.trial_checkpoint import LoopState, restore_checkpoint, run_fingerprint, save_checkpoint
 
 PREDICTIONS_FILE = "predictions.json"
@@ -132,7 +132,11 @@ def train_worker(config: dict[str, Any]) -> None:
     if not spec.train.use_gpu:  # Ray's default is one thread per worker whatever its CPUs
         torch.set_num_threads(max(1, round(spec.train.cpus_per_worker)))
     torch.manual_seed(spec.train.seed + rank)
-    logger = RunLogger(spec.tracking_uri, spec.run_id) if rank == 0 and spec.run_id else None
+    bound_http_retries()
+    logger = None
+    if rank == 0 and spec.run_id:  # keeps what it cannot send while the server is away
+        spool = tempfile.TemporaryDirectory(prefix="kdray-unsent-")
+        logger = BufferedRunLogger(spec.tracking_uri, spec.run_id, Path(spool.name))
 
     # --- setup
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
@@ -253,7 +257,8 @@ def train_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             print(f"[kdray] {spec.model_name}: resuming at step {progress.step} from a checkpoint")
     if logger:  # a restarted run does not log again the points it logged before it failed
-        logger.continue_curves([*progress.curves, "val_score"], fresh=restored is None)
+        names = [*progress.curves, "val_score"]
+        logger.continue_curves(names, progress.delivered, fresh=restored is None)
 
     def rng_states() -> dict[str, torch.Tensor]:
         states = {"noise": noise.get_state(), "torch": torch.get_rng_state()}
@@ -304,6 +309,7 @@ def train_worker(config: dict[str, Any]) -> None:
                 if "val_score" in report:
                     logger.log_curves({"val_score": [(step, report["val_score"])]})
             progress.step, progress.train_seconds = step, seconds_before + now - started
+            progress.delivered = dict(logger.delivered) if logger else {}
             if train.checkpoints_at(step):
                 with tempfile.TemporaryDirectory() as folder:
                     states = rng_states()
@@ -358,6 +364,9 @@ def train_worker(config: dict[str, Any]) -> None:
             final = {k: v for k, v in metrics.items() if k not in ("step", "train_loss")}
             logger.log_metrics(final, step=train.steps)
             logger.log_file(Path(folder) / PREDICTIONS_FILE)
+            if not logger.flush():  # the server is away: the trial driver delivers the rest
+                kept = logger.save_unsent(Path(folder))
+                print(f"[kdray] {spec.model_name}: {kept} logging ops kept for the trial driver")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 

@@ -63,6 +63,8 @@ class LoopState:
     best_step: int | None = None
     best_weights: dict[str, torch.Tensor] | None = None
     """Trainable weights at the best validation loss so far (eval_every runs)."""
+    delivered: dict[str, int] = field(default_factory=dict)
+    """(rank 0) The last step of each curve that the tracking server has."""
     resumed_from: int | None = None
     """The step this attempt restored (None: it started at step 0)."""
     restarts: int = 0

@@ -81,6 +81,7 @@ BAD_INPUT = [
     (["--data-dir", "."], "--data-dir is for the paper preset", None),
     (["--placement-strategy", "scatter"], "placement_strategy must be PACK or SPREAD", None),
     (["--num-samples", "0"], "--num-samples must be >= 1", None),
+    (["--tracking-wait", "-5"], "--tracking-wait must be >= 0 seconds", None),
     # Folders that cannot be written
     (["--cache-dir", "{tmp}/afile/cache"], "is a file): pass --cache-dir", _file("afile", "")),
     (["--results-dir", "{tmp}/afile/r"], "is a file): pass --results-dir", _file("afile", "")),
