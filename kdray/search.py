@@ -35,6 +35,7 @@ from kdray.study import (
     ProgressCallback,
     StudyOutcome,
     connect_ray,
+    deliver_kept_results,
     find_unfinished_study,
     in_flight_text,
     prepare_study,
@@ -45,6 +46,7 @@ from kdray.study_config import StudyConfig, run_label
 from kdray.study_designs import ALL_KD_METHODS, DEFAULT_SEARCH_TRIALS
 from kdray.teacher_signal import choose_teacher_signal
 from kdray.tracking import RunLogger, resolve_tracking_uri
+from kdray.tracking_outage import StudyOutage, bound_http_retries
 from kdray.trial import driver_resources, run_trial
 
 SEARCH_METRIC = "val_score"
@@ -193,6 +195,7 @@ def optuna_storage(tracking_uri: str, cache_root: Path) -> str:
 
 def run_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
     """One Optuna search per student; then the table of best settings and importances."""
+    bound_http_retries()
     if config.resume:
         return _resume_search(config, search)
     study = prepare_study(search_plans(config, search))
@@ -262,8 +265,8 @@ def _search_tuner(
     path = Path(state["context"]["storage_path"]) / name
     trainable = _trainable(state["context"], state["templates"][student])
     if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(
-            str(path), trainable=trainable, resume_unfinished=True, resume_errored=False
+        return tune.Tuner.restore(  # failed trials fail again at once (kdray.trial)
+            str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     base_lr = config.student_train.learning_rate
     concurrent = trials_in_flight(config)
@@ -323,8 +326,8 @@ def confirm_tuner(
     path = Path(state["context"]["storage_path"]) / name
     trainable = _trainable(state["context"], state["templates"][student])
     if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(
-            str(path), trainable=trainable, resume_unfinished=True, resume_errored=False
+        return tune.Tuner.restore(  # failed trials fail again at once (kdray.trial)
+            str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     seeds = list(range(1, search.confirm_seeds))
     say(f"confirming {student}'s pick {sample_name(pick)} with seeds {seeds}")
@@ -462,6 +465,7 @@ def _resume_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
         )
     state = json.loads(file.read_text())
     say(f"resuming search run {parent_id}")
+    deliver_kept_results(StudyOutage(state["context"]["storage_path"], parent_id), client)
     connect_ray()
     client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
     return _search_students(config, search, state, tracking_uri, parent_id)
@@ -476,14 +480,19 @@ def _search_students(
 
     client = MlflowClient(tracking_uri)
     failed = 0
+    outage = StudyOutage(state["context"]["storage_path"], parent_id)
     for student in state["templates"]:
         grid = _search_tuner(config, search, state, student).fit()
+        if outage.happened():
+            raise outage.stopped()
         failed += grid.num_errors
         if stopped_early(client, parent_id, grid, state["num_samples"]):
             return _interrupted(config, client, tracking_uri, parent_id)
         pick = validation_pick(grid)
         if search.confirm_seeds > 1 and pick:
             confirmed = confirm_tuner(config, search, state, student, *pick).fit()
+            if outage.happened():
+                raise outage.stopped()
             failed += confirmed.num_errors
             if stopped_early(client, parent_id, confirmed, search.confirm_seeds - 1):
                 return _interrupted(config, client, tracking_uri, parent_id)

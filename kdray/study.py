@@ -21,7 +21,7 @@ from ray import tune
 from kdray.cache import is_complete
 from kdray.config import flatten, to_dict
 from kdray.console import say
-from kdray.errors import KdrayError, TrackingUnreachableError
+from kdray.errors import KdrayError
 from kdray.hub_world import HubWorld, build_hub_world
 from kdray.hub_zoo import check_pair
 from kdray.plan import cache_build_gpus
@@ -337,12 +337,8 @@ def _fit_and_summarise(
         client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     clock.done("trials")
-    outage = StudyOutage(storage, parent_id)
-    if outage.happened():
-        raise TrackingUnreachableError(
-            f"{outage.message()}; the study stopped: {len(outage.kept())} trials' results "
-            f"kept in {outage.folder}; start the server again and rerun with --resume"
-        )
+    if (outage := StudyOutage(storage, parent_id)).happened():
+        raise outage.stopped()
     parent = client.get_run(parent_id)
     trials = int(parent.data.tags[PLANNED_TRIALS_TAG])
     failed, finished = grid.num_errors, grid.num_terminated
@@ -408,8 +404,7 @@ def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:
         )
     say(f"resuming study run {parent_id} ({parent.info.run_name}) from {path}")
     storage = Path(path).parent
-    if delivered := StudyOutage(storage, parent_id).deliver_kept(client):
-        say(f"delivered the results of {delivered} trials kept while the server was away")
+    deliver_kept_results(StudyOutage(storage, parent_id), client)
     connect_ray()
     client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
     tuner = tune.Tuner.restore(
@@ -421,6 +416,12 @@ def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:
         resume_errored=True,
     )
     return _fit_and_summarise(config, tuner, tracking_uri, parent_id, storage, PhaseClock())
+
+
+def deliver_kept_results(outage: StudyOutage, client: MlflowClient) -> None:
+    """--resume after a tracking outage: send what the stopped study kept, first."""
+    if delivered := outage.deliver_kept(client):
+        say(f"delivered the results of {delivered} trials kept while the server was away")
 
 
 def find_unfinished_study(config: StudyConfig, uri: str):

@@ -241,8 +241,12 @@ class StudyOutage:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.marker.write_text(message)
 
-    def message(self) -> str:
-        return self.marker.read_text()
+    def stopped(self) -> TrackingUnreachableError:
+        """The study's one line when it stopped for the outage."""
+        return TrackingUnreachableError(
+            f"{self.marker.read_text()}; the study stopped: {len(self.kept())} trials' results "
+            f"kept in {self.folder}; start the server again and rerun with --resume"
+        )
 
     def keep(self, key: str, run_id: str, unsent: UnsentOps, metrics: dict[str, float]) -> None:
         trial = self.folder / content_key(key)
