@@ -114,7 +114,7 @@ def restore_checkpoint(
         folder = Path(directory)
         problem = _problem(folder, fingerprint, rank)
         if agree(problem is not None):
-            if problem and problem != "not resumable" and rank == 0:
+            if problem and problem != "not resumable":  # said by the rank that found it
                 print(f"[kdray] {problem}: training this run again from step 0", file=sys.stderr)
             return None
         engine.load_checkpoint(str(folder), tag=DEEPSPEED_TAG, load_module_strict=True)
