@@ -48,7 +48,7 @@ def report_main(args) -> int:
         study_parent_runs,
     )
     from analysis.study_report import write_report
-    from kdray.tracking import RunLogger, resolve_tracking_uri
+    from kdray.tracking.runs import RunLogger, resolve_tracking_uri
 
     conventions = Conventions(
         baseline_method=args.baseline_method,
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
 
     from analysis.report import write_study_summary
-    from kdray.tracking import resolve_tracking_uri
+    from kdray.tracking.runs import resolve_tracking_uri
 
     try:
         if args.command == "report":

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from kdray.config import TEACHER_KINDS, score_metric
+from kdray.config.run import TEACHER_KINDS, score_metric
 from kdray.errors import KdrayError
-from kdray.tracking import missing_sqlite_store
+from kdray.tracking.runs import missing_sqlite_store
 
 SCHEMA_COLUMNS = (
     "study",

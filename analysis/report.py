@@ -15,7 +15,7 @@ from analysis.tables import (
     teacher_accuracy,
     to_markdown,
 )
-from kdray.tracking import RunLogger
+from kdray.tracking.runs import RunLogger
 
 
 def write_study_summary(tracking_uri: str, parent_run_id: str, out_dir: Path) -> str:

@@ -34,19 +34,25 @@ import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
-from kdray import trial_teacher_signals
-from kdray.cli import config_from_flags
-from kdray.config import KDConfig
-from kdray.data import collate
-from kdray.losses import SparseTeacher, bucket_log_probs, restrict_to_vocab, training_loss
-from kdray.presets import TINY_STUDENT_TRAIN, TINY_TEACHER_TRAIN, TINY_WORLD
-from kdray.run_spec import RunSpec
-from kdray.study import run_study
-from kdray.teacher import prepare_teacher
-from kdray.teacher_cache import compress_rows
-from kdray.teacher_signal import CACHE_TOP_K, TeacherSignal, choose_teacher_signal
-from kdray.tracking import PARENT_TAG
-from kdray.train_loop import load_model, trial_examples
+from kdray.cli.args import config_from_flags
+from kdray.config.run import KDConfig
+from kdray.config.run_spec import RunSpec
+from kdray.data.batches import collate
+from kdray.data.examples import trial_examples
+from kdray.losses.divergences import (
+    SparseTeacher,
+    bucket_log_probs,
+    restrict_to_vocab,
+    training_loss,
+)
+from kdray.models import load_model
+from kdray.study import teacher_signals as trial_teacher_signals
+from kdray.study.grid import run_study
+from kdray.study.presets import TINY_STUDENT_TRAIN, TINY_TEACHER_TRAIN, TINY_WORLD
+from kdray.study.teachers import prepare_teacher
+from kdray.teacher.cache import compress_rows
+from kdray.teacher.signal import CACHE_TOP_K, TeacherSignal, choose_teacher_signal
+from kdray.tracking.runs import PARENT_TAG
 from kdray.world.build import build_world
 
 KS = (8, 32, 128)

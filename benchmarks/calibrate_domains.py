@@ -39,9 +39,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdray.answers import last_number
-from kdray.data import IGNORE_INDEX, collate, encode_example, length_grouped_batches
-from kdray.prompts import format_prompt
+from kdray.data.batches import IGNORE_INDEX, collate, encode_example, length_grouped_batches
+from kdray.data.prompts import format_prompt
+from kdray.eval.answers import last_number
 from kdray.world import synthetic_commonsense, synthetic_instruction, synthetic_math
 from kdray.world.tokenizer import train_tokenizer
 from kdray.world.zoo import build_model, count_parameters, tiny_model
@@ -152,7 +152,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config_class, module = DOMAINS[args.domain]
     fields: dict[str, object] = {"seed": args.seed}
-    if args.domain == "math":  # the tiny preset's world (kdray.presets.TINY_WORLDS)
+    if args.domain == "math":  # the tiny preset's world (kdray.study.presets.TINY_WORLDS)
         fields |= {"max_start": 12, "max_operand": 4, "max_factor": 1, "max_value": 16}
         fields |= {"distractor_prob": 0.3}
     for assignment in args.set:

@@ -44,7 +44,7 @@ def naive_loss(student, teacher, beta):
 
 
 def kdray_loss(student, teacher, beta, chunk_tokens=None):
-    from kdray.losses import generalized_jsd_per_token, tempered_divergence
+    from kdray.losses.divergences import generalized_jsd_per_token, tempered_divergence
 
     mask = torch.ones(student.shape[:-1], dtype=torch.bool)
     return tempered_divergence(

@@ -25,10 +25,16 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from kdray.cli import config_from_flags
-from kdray.search import SearchConfig, confirm_tuner, run_search, sample_name, search_state_file
-from kdray.study import run_study
-from kdray.tracking import PARENT_TAG
+from kdray.cli.args import config_from_flags
+from kdray.study.grid import run_study
+from kdray.study.search import (
+    SearchConfig,
+    confirm_tuner,
+    run_search,
+    sample_name,
+    search_state_file,
+)
+from kdray.tracking.runs import PARENT_TAG
 
 
 def child_runs(outcome):

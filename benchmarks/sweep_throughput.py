@@ -24,9 +24,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from kdray.cli import config_from_flags
-from kdray.study import run_study
-from kdray.tracking import PARENT_TAG
+from kdray.cli.args import config_from_flags
+from kdray.study.grid import run_study
+from kdray.tracking.runs import PARENT_TAG
 
 
 def study_args(args, signal: str, work: Path) -> list[str]:

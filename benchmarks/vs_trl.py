@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-from kdray.cli import config_from_flags
-from kdray.config import KDConfig
-from kdray.data import collate
-from kdray.losses import restrict_to_vocab, training_loss
-from kdray.run_spec import RunSpec
-from kdray.train_loop import load_model, trial_examples
+from kdray.cli.args import config_from_flags
+from kdray.config.run import KDConfig
+from kdray.config.run_spec import RunSpec
+from kdray.data.batches import collate
+from kdray.data.examples import trial_examples
+from kdray.losses.divergences import restrict_to_vocab, training_loss
+from kdray.models import load_model
 from kdray.world.build import build_world
 
 HELD_OUT = 64
@@ -78,9 +79,9 @@ def prepare(args) -> dict:
     """In this process: the teacher (cached, as the studies prepare it) and the cache."""
     import ray
 
-    from kdray.teacher import prepare_teacher
-    from kdray.teacher_cache import build_teacher_cache, ray_shard_runner
-    from kdray.trial_teacher_signals import cache_request
+    from kdray.study.teacher_signals import cache_request
+    from kdray.study.teachers import prepare_teacher
+    from kdray.teacher.cache import build_teacher_cache, ray_shard_runner
 
     config, world, spec = world_and_spec(args)
     ray.init(include_dashboard=False)
@@ -102,7 +103,7 @@ def prepare(args) -> dict:
 def run_kdray(args, prepared: dict) -> dict:
     import ray
 
-    from kdray.train_run import fit
+    from kdray.train.run import fit
 
     config, _, spec = world_and_spec(args)
     spec = dataclasses.replace(
@@ -139,7 +140,7 @@ def run_trl(args, prepared: dict) -> dict:
     )
 
     def collator(rows):
-        from kdray.data import EncodedExample
+        from kdray.data.batches import EncodedExample
 
         batch = collate(
             [EncodedExample(tuple(r["input_ids"]), r["prompt_length"]) for r in rows],

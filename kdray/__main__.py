@@ -1,5 +1,5 @@
 import sys
 
-from kdray.commands import main
+from kdray.cli.commands import main
 
 sys.exit(main())

@@ -32,9 +32,9 @@ def main() -> int:
         return 1
     from mlflow.tracking import MlflowClient
 
-    from kdray.cli import config_from_flags
-    from kdray.study import run_study
-    from kdray.tracking import PARENT_TAG
+    from kdray.cli.args import config_from_flags
+    from kdray.study.grid import run_study
+    from kdray.tracking.runs import PARENT_TAG
 
     work = Path(args.work or tempfile.mkdtemp(prefix="kdray-gpu-check-"))
     config = config_from_flags("temperature", [

@@ -5,7 +5,7 @@ T=1: the balanced design behind the one-way ANOVA of improvement across methods.
     python studies/methods.py --help
 """
 
-from kdray.cli import study_main
+from kdray.cli.main import study_main
 
 if __name__ == "__main__":
     raise SystemExit(study_main("methods"))

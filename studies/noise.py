@@ -5,7 +5,7 @@ T=1, for each student; SFT per student as the baseline.
     python studies/noise.py --help
 """
 
-from kdray.cli import study_main
+from kdray.cli.main import study_main
 
 if __name__ == "__main__":
     raise SystemExit(study_main("noise"))

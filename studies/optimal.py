@@ -6,7 +6,7 @@ student with validation and test accuracy, and Optuna's parameter importances.
     python studies/optimal.py --help
 """
 
-from kdray.cli import study_main
+from kdray.cli.main import study_main
 
 if __name__ == "__main__":
     raise SystemExit(study_main("optimal"))

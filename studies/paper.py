@@ -6,7 +6,7 @@ families), for a GPU cluster; --preset tiny runs the same grid on the tiny world
     python studies/paper.py --help
 """
 
-from kdray.cli import study_main
+from kdray.cli.main import study_main
 
 if __name__ == "__main__":
     raise SystemExit(study_main("paper"))

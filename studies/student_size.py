@@ -5,7 +5,7 @@ behind the Spearman correlation of improvement with student size.
     python studies/student_size.py --help
 """
 
-from kdray.cli import study_main
+from kdray.cli.main import study_main
 
 if __name__ == "__main__":
     raise SystemExit(study_main("student_size"))

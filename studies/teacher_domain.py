@@ -5,7 +5,7 @@ and with a task-unaware one (the base model), KD at T=1.
     python studies/teacher_domain.py --help
 """
 
-from kdray.cli import study_main
+from kdray.cli.main import study_main
 
 if __name__ == "__main__":
     raise SystemExit(study_main("teacher_domain"))

@@ -5,7 +5,7 @@ student x temperature T, on the tiny world by default.
     python studies/temperature.py --smoke    # the same path, reduced (under 3 min)
 """
 
-from kdray.cli import study_main
+from kdray.cli.main import study_main
 
 if __name__ == "__main__":
     raise SystemExit(study_main("temperature"))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kdray.answers import (
+from kdray.eval.answers import (
     ANSWER_KINDS,
     TOLERANCE,
     answers_match,
@@ -11,7 +11,7 @@ from kdray.answers import (
     parse_gold,
     same_number,
 )
-from kdray.scoring import mean_rouge_l, rouge_l
+from kdray.eval.rouge import mean_rouge_l, rouge_l
 
 
 def test_legacy_helpers_unchanged():

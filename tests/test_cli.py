@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from kdray.cli import config_from_flags, study_main
+from kdray.cli.args import config_from_flags
+from kdray.cli.main import study_main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "temperature.py"
 
 
 def _llm_adapters_math(root: Path, train_items: int = 600) -> None:
     """A valid LLM-Adapters math folder (each task's test.json and math_10k.json)."""
-    from kdray.tasks import tasks_for_domain
+    from kdray.hub.tasks import tasks_for_domain
 
     def record(question, answer):
         return {"instruction": question, "input": "", "output": f"... {answer}", "answer": answer}

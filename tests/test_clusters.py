@@ -17,7 +17,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from conftest import free_port, wait_for_http
-from kdray.trial import DRIVER_RESOURCE_ENV, driver_resources
+from kdray.trial.driver import DRIVER_RESOURCE_ENV, driver_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTERS = ROOT / "clusters"

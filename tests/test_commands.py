@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kdray.commands import main
+from kdray.cli.commands import main
 
 ROW = re.compile(r"^\|\s*\d+\s*\|")
 
@@ -73,7 +73,7 @@ def test_python_dash_m_kdray_runs():
 
 def test_command_does_not_import_heavy_libraries():
     code = (
-        "import sys, kdray.commands; "
+        "import sys, kdray.cli.commands; "
         "print(sorted({'torch', 'transformers', 'ray'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -87,7 +87,7 @@ def test_installed_console_script_runs():
 
 
 def test_tasks_lists_the_14_reasoning_tasks_and_5_instruction_sets(capsys):
-    from kdray.commands import main
+    from kdray.cli.commands import main
 
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from kdray.cli import config_from_flags
+from kdray.cli.args import config_from_flags
 from kdray.errors import ConfigError
-from kdray.hub_world import build_hub_world, hold_out
-from kdray.tasks import tasks_for_domain
+from kdray.hub.tasks import tasks_for_domain
+from kdray.hub.world import build_hub_world, hold_out
+from kdray.study.trials import trial_plans
 
 
 def _write(path, records):
@@ -64,7 +65,7 @@ def test_paper_trials_run_on_hub_ids_with_the_gpus_they_need(math_data, tmp_path
         + ["--noise-sigmas", "0,1"],
     )
     world, _ = build_hub_world("math", tmp_path / "cache", str(math_data), validation_items=20)
-    plans = config.trial_plans(world)
+    plans = trial_plans(config, world)
     assert len(plans) == 5 + 15 * 3  # sft per student + (kd at sigma 0 and 1, seqkd) per pair
     assert len({p["key"] for p in plans}) == len(plans)
     by_key = {p["key"]: p for p in plans}

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import pytest
 
 from kdray.errors import ConfigError
-from kdray.hub_zoo import FAMILIES, HUB_MODELS, check_pair, hub_model, pairs
-from kdray.memory_plan import estimate_trial_memory, plan_trial, training_layout
+from kdray.hub.zoo import FAMILIES, HUB_MODELS, check_pair, hub_model, pairs
+from kdray.study.memory import estimate_trial_memory, plan_trial, training_layout
 
 # Sizes the model cards publish (billions of parameters).
 PUBLISHED = {

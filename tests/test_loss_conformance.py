@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from kdray.config import KDConfig
-from kdray.data import IGNORE_INDEX
-from kdray.losses import (
+from kdray.config.run import KDConfig
+from kdray.data.batches import IGNORE_INDEX
+from kdray.losses.divergences import (
     add_teacher_noise,
     forward_kl_per_token,
     generalized_jsd_per_token,
@@ -236,7 +236,7 @@ def test_t2_scaling_applies_to_every_divergence():
 def test_gkd_with_lambda_zero_never_leaves_the_data_and_lambda_one_always_does():
     import random
 
-    from kdray.on_policy import draw_on_policy
+    from kdray.losses.on_policy import draw_on_policy
 
     rng = random.Random(0)
     assert not any(draw_on_policy(rng, 0.0) for _ in range(1000))
@@ -248,8 +248,8 @@ def test_gkd_with_lambda_zero_never_leaves_the_data_and_lambda_one_always_does()
 def test_on_policy_batch_keeps_prompts_and_scores_only_the_samples():
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from kdray.data import EncodedExample, collate
-    from kdray.on_policy import sample_batch
+    from kdray.data.batches import EncodedExample, collate
+    from kdray.losses.on_policy import sample_batch
 
     torch.manual_seed(0)
     config = Qwen2Config(

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdray.config import KDConfig
-from kdray.data import IGNORE_INDEX
-from kdray.losses import (
+from kdray.config.run import KDConfig
+from kdray.data.batches import IGNORE_INDEX
+from kdray.losses.divergences import (
     add_teacher_noise,
     cross_entropy,
     forward_kl,

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from kdray.cli import config_from_flags
+from kdray.cli.args import config_from_flags
 from kdray.errors import ConfigError
-from kdray.hub_zoo import hub_model, pairs
-from kdray.memory_plan import estimate_trial_memory, plan_trial
-from kdray.plan import layout_needed
+from kdray.hub.zoo import hub_model, pairs
+from kdray.study.memory import estimate_trial_memory, plan_trial
+from kdray.study.plan import layout_needed
 
 
 def plan(teacher, student, gpu_memory=80.0, **options):

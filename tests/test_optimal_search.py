@@ -8,8 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import interrupt_study_script, run_study_script
-from kdray.config import KDConfig
-from kdray.search import SearchConfig, kd_from_sample, suggest_settings
+from kdray.config.run import KDConfig
+from kdray.study.search import SearchConfig, kd_from_sample, suggest_settings
 
 
 def test_the_space_is_conditional_on_the_method():

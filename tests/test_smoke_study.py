@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.loader import load_mlflow_results
 from conftest import free_port, run_study_script, wait_for_http
-from kdray.mlflow_server import server_command, server_env
+from kdray.tracking.server import server_command, server_env
 
 SMOKE_TRIALS = 2 * (1 + 2)  # 2 students x (sft + kd and revkd at one temperature)
 

@@ -5,11 +5,12 @@ import types
 
 import pytest
 
-from kdray import study as study_module
-from kdray.cli import config_from_flags, study_main
-from kdray.plan import plan_pairs
-from kdray.study_config import run_label
-from kdray.study_designs import DESIGNS
+from kdray.cli.args import config_from_flags
+from kdray.cli.main import study_main
+from kdray.study import runtime as study_runtime
+from kdray.study.designs import DESIGNS
+from kdray.study.plan import plan_pairs
+from kdray.study.trials import run_label, trial_plans
 
 
 class StubWorld:
@@ -80,7 +81,7 @@ def test_designs_keep_what_they_study():
 
 def test_teacher_domain_trials_are_told_apart_by_key_and_name(tiny_world_stub):
     config = config_from_flags("teacher_domain")
-    plans = config.trial_plans(tiny_world_stub)
+    plans = trial_plans(config, tiny_world_stub)
     keys = [p["key"] for p in plans]
     assert len(keys) == len(set(keys)) == 6
     names = {p["run_name"] for p in plans}
@@ -90,7 +91,7 @@ def test_teacher_domain_trials_are_told_apart_by_key_and_name(tiny_world_stub):
 
 
 def test_run_names_read_as_settings():
-    from kdray.config import KDConfig
+    from kdray.config.run import KDConfig
 
     assert run_label(KDConfig("kd", 2.0), "s", "m", "", False) == "kd T=2 σ=0 s ← m"
     assert run_label(KDConfig("sft"), "s", None, "", False) == "sft s"
@@ -118,11 +119,11 @@ def test_bad_num_samples_is_one_line_and_exit_2(capsys):
     ],
 )
 def test_trials_in_flight_follow_the_cluster(monkeypatch, resources, use_gpu, workers, expected):
-    monkeypatch.setattr(study_module.ray, "cluster_resources", lambda: resources)
+    monkeypatch.setattr(study_runtime.ray, "cluster_resources", lambda: resources)
     config = config_from_flags("temperature")
     train = dataclasses.replace(config.student_train, use_gpu=use_gpu, num_workers=workers)
     config = dataclasses.replace(config, student_train=train)
-    assert study_module.trials_in_flight(config) == expected
+    assert study_runtime.trials_in_flight(config) == expected
 
 
 def test_the_paper_grid_fits_a_cluster_by_sharding_online_teachers():

@@ -6,13 +6,13 @@ import dataclasses
 import pytest
 import torch
 
-from kdray.cli import config_from_flags
-from kdray.config import TrainConfig
+from kdray.cli.args import config_from_flags
+from kdray.config.run import TrainConfig
 from kdray.errors import ConfigError
-from kdray.evaluation import agreement, answer_kind, score_responses, task_scores
-from kdray.lora import merged_lora_model, trainable_parameters, with_lora
-from kdray.plan import format_plan, plan_pairs
-from kdray.presets import TINY_WORLDS
+from kdray.eval.responses import agreement, answer_kind, score_responses, task_scores
+from kdray.study.plan import format_plan, plan_pairs
+from kdray.study.presets import TINY_WORLDS
+from kdray.train.lora import merged_lora_model, trainable_parameters, with_lora
 from kdray.world.build import build_world
 from kdray.world.zoo import TINY_MODELS, family_models
 
@@ -150,7 +150,7 @@ def test_plan_sizes_cached_trials_without_the_teacher_and_prints_placements():
     """A 70B teacher on every GPU does not fit; its cache (noise-free trials) or a sharded or
     served placement (noisy trials, online on a 128k vocabulary) does."""
     flags = ("--preset", "paper", "--teacher", "llama-3.1-70b", "--students", "llama-3.2-1b")
-    flags += ("--temperatures", "1,2")  # T = 5 runs online (kdray.teacher_signal)
+    flags += ("--temperatures", "1,2")  # T = 5 runs online (kdray.teacher.signal)
     cached = plan_pairs(_config(*flags))[-1]
     assert cached.gpus_per_trial == 1 and "4 of 4 settings read the teacher cache" in cached.notes
     text = format_plan(_config(*flags))
@@ -181,7 +181,7 @@ def test_tiny_preset_follows_domain_and_family():
 
 
 def test_pair_rules_on_the_hub_zoo():
-    from kdray.hub_zoo import check_pair, hub_model
+    from kdray.hub.zoo import check_pair, hub_model
 
     with pytest.raises(ConfigError, match="do not share a tokenizer"):
         check_pair(hub_model("llama-3.1-8b"), hub_model("qwen2.5-0.5b"))
@@ -197,7 +197,7 @@ def test_best_weights_are_saved_and_restored(worlds):
 
     from transformers import AutoModelForCausalLM
 
-    from kdray.deepspeed_engine import load_trainable_state, trainable_state
+    from kdray.train.engine import load_trainable_state, trainable_state
 
     folder = worlds["math", "qwen"].model_dir("tiny-qwen2-xs")
     engine = SimpleNamespace(module=AutoModelForCausalLM.from_pretrained(folder))

@@ -10,8 +10,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from kdray.data.prompts import format_prompt
 from kdray.errors import ConfigError
-from kdray.prompts import format_prompt
 from kdray.world import synthetic_commonsense as cs
 from kdray.world import synthetic_instruction as si
 from kdray.world.splits import draw_splits

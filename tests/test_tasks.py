@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from kdray.answers import ANSWER_KINDS, parse_gold
 from kdray.errors import ConfigError
-from kdray.task_data import (
+from kdray.eval.answers import ANSWER_KINDS, parse_gold
+from kdray.hub.task_files import (
     check_task_folder,
     find_task_file,
     load_task,
     load_train_set,
     reference_texts,
 )
-from kdray.tasks import (
+from kdray.hub.tasks import (
     EVAL_TASKS,
     INSTRUCTION_EVAL_TASKS,
     TRAIN_SETS,
@@ -374,7 +374,7 @@ def test_check_task_folder(tmp_path):
 
 
 def test_check_data_command(tmp_path, capsys):
-    from kdray.commands import main
+    from kdray.cli.commands import main
 
     assert main(["check-data", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err

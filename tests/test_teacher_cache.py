@@ -9,19 +9,19 @@ import pytest
 import torch
 
 from kdray.cache import CacheCorruptError, build_once, verify_checksums
-from kdray.config import KDConfig
-from kdray.data import collate, encode_example
+from kdray.config.run import KDConfig
+from kdray.data.batches import collate, encode_example
 from kdray.errors import ConfigError
-from kdray.losses import SparseTeacher, restrict_to_vocab, training_loss
-from kdray.teacher_cache import (
+from kdray.losses.divergences import SparseTeacher, restrict_to_vocab, training_loss
+from kdray.models import load_model
+from kdray.teacher.cache import (
     CacheRequest,
     TeacherCache,
     build_teacher_cache,
     local_shard_runner,
     scored_span,
 )
-from kdray.teacher_signal import CACHE_FULL, CACHE_TOP_K, NONE, ONLINE, choose_teacher_signal
-from kdray.train_loop import load_model
+from kdray.teacher.signal import CACHE_FULL, CACHE_TOP_K, NONE, ONLINE, choose_teacher_signal
 from kdray.world.build import build_world
 from kdray.world.synthetic_math import MathWorldConfig
 

@@ -8,17 +8,17 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import run_study_script
-from kdray.config import EvalConfig, KDConfig, TrainConfig
-from kdray.data import collate, encode_example
+from kdray.config.run import EvalConfig, KDConfig, TrainConfig
+from kdray.config.run_spec import RunSpec
+from kdray.data.batches import collate, encode_example
 from kdray.errors import ConfigError
-from kdray.hub_zoo import HUB_MODELS
-from kdray.memory_plan import (
+from kdray.hub.zoo import HUB_MODELS
+from kdray.study.memory import (
     estimate_teacher_server_memory,
     estimate_trial_memory,
     placement_estimates,
 )
-from kdray.run_spec import RunSpec
-from kdray.teacher_placement import (
+from kdray.teacher.placement import (
     ActorTeacher,
     ReplicaTeacher,
     needs_server,

@@ -3,7 +3,7 @@
 import pytest
 
 from kdray.errors import KdrayError
-from kdray.tracking import artifact_root_for, package_versions, resolve_tracking_uri
+from kdray.tracking.runs import artifact_root_for, package_versions, resolve_tracking_uri
 
 
 def test_tracking_uri_precedence(monkeypatch, tmp_path):

@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 from test_worker_failure import logged_step
 
 from conftest import STUDIES, free_port, run_study_script, study_env, wait_for_http
-from kdray.mlflow_server import server_command, server_env
-from kdray.tracking_outage import BufferedRunLogger, StudyOutage, UnsentOps, is_unreachable
+from kdray.tracking.outage import BufferedRunLogger, StudyOutage, UnsentOps, is_unreachable
+from kdray.tracking.server import server_command, server_env
 
 STEPS = 300
 OUTAGE_AT_STEP = 100

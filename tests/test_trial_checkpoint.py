@@ -1,4 +1,4 @@
-"""Resumable checkpoints of a Train worker (kdray.trial_checkpoint): a DeepSpeed engine restored
+"""Resumable checkpoints of a Train worker (kdray.train.checkpoint): a DeepSpeed engine restored
 from one continues exactly as the uninterrupted engine does, at every ZeRO stage; a damaged
 checkpoint or another run's is not used; nothing is unpickled beyond plain weights."""
 
@@ -10,10 +10,10 @@ import torch
 from ray.train import Checkpoint
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from kdray.config import TrainConfig
-from kdray.deepspeed_engine import create_engine
+from kdray.config.run import TrainConfig
 from kdray.errors import ConfigError
-from kdray.trial_checkpoint import LoopState, restore_checkpoint, save_checkpoint
+from kdray.train.checkpoint import LoopState, restore_checkpoint, save_checkpoint
+from kdray.train.engine import create_engine
 
 
 def _engine(zero_stage: int):

@@ -28,7 +28,7 @@ def test_a_failing_trial_is_marked_and_the_study_goes_on(tmp_path, shared_cache)
     assert len(children) == 3
     assert children["1e+38"].info.status == "FAILED"
     reason = children["1e+38"].data.tags["kdray.failure_reason"]
-    assert reason.startswith("kdray.train_loop.NonFiniteLossError: loss became nan at step")
+    assert reason.startswith("kdray.train.loop.NonFiniteLossError: loss became nan at step")
     assert "\n" not in reason
     assert children["0.0"].info.status == children["sft"].info.status == "FINISHED"
     assert "kd" in (tmp_path / "results" / "temperature-smoke" / "results.md").read_text()

@@ -6,9 +6,9 @@ import re
 import pytest
 from transformers import AutoModelForCausalLM
 
-from kdray.answers import last_number
-from kdray.data import IGNORE_INDEX, collate, encode_example, length_grouped_batches
+from kdray.data.batches import IGNORE_INDEX, collate, encode_example, length_grouped_batches
 from kdray.errors import ConfigError
+from kdray.eval.answers import last_number
 from kdray.world.build import build_world
 from kdray.world.synthetic_math import MathWorldConfig, generate_splits
 

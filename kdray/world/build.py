@@ -10,9 +10,9 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from kdray.cache import build_once, content_key
-from kdray.config import to_dict
+from kdray.config.run import to_dict
 from kdray.console import say
-from kdray.prompts import format_prompt
+from kdray.data.prompts import format_prompt
 from kdray.world.domains import WorldConfig, domain_of, generate_splits
 from kdray.world.tokenizer import save_tokenizer, train_tokenizer
 from kdray.world.zoo import build_model, count_parameters, family_models, tiny_model
@@ -24,7 +24,7 @@ MODEL_INIT_SEED = 1234
 
 @dataclass(frozen=True)
 class BuiltModel:
-    """What the pair rules (kdray.hub_zoo.check_pair) need to know of a built tiny model."""
+    """What the pair rules (kdray.hub.zoo.check_pair) need to know of a built tiny model."""
 
     name: str
     tokenizer: str

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kdray.config import _check
+from kdray.config.run import _check
 from kdray.world.splits import Record, draw_splits
 
 ANIMALS = (

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from kdray.config import _check
+from kdray.config.run import _check
 from kdray.world.splits import Record, draw_splits
 
 # A small vocabulary: the fewer the words, the sooner a tiny model learns to copy them.

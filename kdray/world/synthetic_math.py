@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from kdray.config import _check
+from kdray.config.run import _check
 from kdray.world.splits import draw_splits
 
 NAMES = ("Tom", "Anna", "Ben", "Mia", "Sam", "Lucy", "Max", "Eva", "Leo", "Nora")

@@ -1,0 +1,133 @@
+"""Flags -> StudyConfig: the preset, then the user's flags, then the design's grid; every folder
+checked writable before anything runs."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from kdray.cli.config_file import apply_config_file
+from kdray.cli.parser import study_parser
+from kdray.errors import ConfigError
+from kdray.study.config import StudyConfig
+from kdray.study.designs import DESIGNS, StudyDesign
+from kdray.study.presets import PRESETS
+
+
+def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConfig:
+    """preset -> the user's flags -> the design's grid, except where a flag already chose."""
+    name = design.name
+    config = PRESETS[args.preset](name, smoke=args.smoke, domain=args.domain, family=args.family)
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
+    grid = {
+        "teacher_kinds": (args.teacher_kind,) if args.teacher_kind else None,
+        "methods": args.methods,
+        "temperatures": args.temperatures,
+        "noise_sigmas": args.noise_sigmas,
+        "students": args.students,
+        "teacher": args.teacher,
+        "seeds": args.seeds,
+        "resume": args.resume or None,
+        "max_concurrent": args.max_concurrent,
+        "tracking_uri": args.tracking_uri,
+        "tracking_wait": args.tracking_wait,
+        "experiment": args.experiment,
+        "cache_dir": args.cache_dir,
+        "results_dir": args.results_dir,
+        "data_dir": args.data_dir,
+    }
+    kd = {
+        "ce_weight": args.ce_weight,
+        "beta": args.beta,
+        "on_policy_fraction": args.on_policy_fraction,
+        "skew_alpha": args.skew_alpha,
+        "seqkd_kd_weight": args.seqkd_kd_weight,
+        "noise_on": args.noise_on,
+        "loss_tokens": args.loss_tokens,
+        "teacher_signal": args.teacher_signal,
+        "cache_top_k": args.cache_top_k,
+        "teacher_placement": args.teacher_placement,
+        "gkd_temperature_in_loss": False if args.gkd_ignore_temperature else None,
+        "scale_by_t2": False if args.no_t2_scaling else None,
+    }
+    kd_template = dataclasses.replace(config.kd, **{k: v for k, v in kd.items() if v is not None})
+    train = {
+        "steps": args.steps,
+        "zero_stage": args.zero_stage,
+        "num_workers": args.num_workers,
+        "placement_strategy": args.placement_strategy,
+        "grad_accum_steps": args.grad_accum_steps,
+        "eval_every": args.eval_every,
+    }
+    train = {k: v for k, v in train.items() if v is not None}
+    if args.finetune:
+        train["finetune"] = args.finetune
+    student_train = dataclasses.replace(config.student_train, **train)
+    teacher_train = config.teacher_train
+    if args.teacher_finetune:
+        teacher_train = dataclasses.replace(teacher_train, finetune=args.teacher_finetune)
+    if args.use_gpu:
+        student_train = dataclasses.replace(student_train, use_gpu=True)
+        teacher_train = dataclasses.replace(teacher_train, use_gpu=True)
+    evaluation = config.eval
+    if args.decoding:
+        evaluation = dataclasses.replace(evaluation, decoding=args.decoding)
+    if config.pairs and (args.teacher or args.students):  # narrow the preset's pairs
+        grid["pairs"] = tuple(
+            (t, s)
+            for t, s in config.pairs
+            if (not args.teacher or t == args.teacher) and (not args.students or s in args.students)
+        )
+        if not grid["pairs"]:
+            raise ConfigError("no pair of the preset matches --teacher/--students (kdray pairs)")
+        grid.pop("teacher"), grid.pop("students")
+    chosen = {k: v for k, v in grid.items() if v is not None}
+    config = dataclasses.replace(
+        config,
+        kd=kd_template,
+        student_train=student_train,
+        teacher_train=teacher_train,
+        eval=evaluation,
+        **chosen,
+    )
+    if args.students:
+        chosen["students"] = True
+    if config.pairs and (args.teacher or args.students):
+        chosen["pairs"] = True  # the user narrowed the preset's pairs
+    fields = {k: v for k, v in design.grid(config, args.smoke).items() if k not in chosen}
+    if "kd" in fields and args.teacher_placement:  # the user's placement wins over the design's
+        fields["kd"] = dataclasses.replace(fields["kd"], teacher_placement=args.teacher_placement)
+    if args.num_samples and not args.seeds and not design.search:
+        fields["seeds"] = tuple(config.seeds[0] + i for i in range(args.num_samples))
+    config = dataclasses.replace(config, **fields)
+    check_writable(config.cache_root(), "pass --cache-dir DIR (or set KDRAY_CACHE)")
+    check_writable(Path(config.results_dir), "pass --results-dir DIR")
+    uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if uri.startswith("sqlite:///"):
+        fix = "pass --tracking-uri sqlite:///DIR/mlflow.db"
+        check_writable(Path(uri.removeprefix("sqlite:///")).parent, fix)
+    return config
+
+
+def check_writable(folder: Path, fix: str) -> None:
+    """The folder exists and is writable, or can be created: the nearest existing ancestor is
+    a writable folder. Checked before anything runs; creates nothing."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{folder} cannot be a folder ({existing} is a file): {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{folder} is not writable ({existing} is not): {fix}")
+
+
+def config_from_flags(name: str, flags: Sequence[str] = ()) -> StudyConfig:
+    """The StudyConfig that `python studies/<name>.py FLAGS` would run."""
+    design = DESIGNS[name]
+    parser = study_parser(design)
+    apply_config_file(parser, list(flags))
+    return config_from_args(design, parser.parse_args(list(flags)))

@@ -1,0 +1,84 @@
+"""Command line of the study scripts: flags -> StudyConfig -> run_study. Bad input gives
+one line on stderr and exit code 2 before anything runs or is written."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from kdray.cli.args import config_from_args
+from kdray.cli.config_file import apply_config_file
+from kdray.cli.one_line_parser import EXIT_USAGE
+from kdray.cli.parser import study_parser
+from kdray.errors import KdrayError, TrackingUnreachableError
+from kdray.study.designs import DEFAULT_SEARCH_TRIALS, DESIGNS, SMOKE_SEARCH_TRIALS
+
+EXIT_INTERRUPTED = 130
+EXIT_TRACKING_UNREACHABLE = 3
+"""The tracking server did not answer: what ran is kept, --resume continues once it does."""
+"""Exit code of a study stopped by Ctrl-C (128 + SIGINT), resumable with --resume."""
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:limit]
+
+
+def study_main(
+    name: str, argv: Sequence[str] | None = None, run: Callable[..., object] | None = None
+) -> int:
+    """A study script's main: parse, validate, then run the design's grid (or search).
+    `run(config)` replaces the study runner in tests."""
+    design = DESIGNS[name]
+    parser = study_parser(design)
+    try:
+        apply_config_file(parser, sys.argv[1:] if argv is None else argv)
+    except KdrayError as error:
+        print(f"{name}.py: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(design, args)
+        if args.dry_run:
+            from kdray.study.plan import format_plan
+
+            print(format_plan(config))
+            return 0
+        if run is None and design.search:
+            from kdray.study.search import SearchConfig, run_search  # Ray, Optuna: valid input only
+
+            trials = SMOKE_SEARCH_TRIALS if args.smoke else DEFAULT_SEARCH_TRIALS
+            chosen = {"methods": args.methods, "noise_sigmas": args.noise_sigmas}
+            search = SearchConfig(
+                num_samples=args.num_samples or trials,
+                score_items=min(SearchConfig.score_items, config.eval.max_items),
+                confirm_seeds=args.confirm_seeds,
+                **{k: v for k, v in chosen.items() if v},
+            )
+            outcome = run_search(config, search)
+        else:
+            if run is None:
+                from kdray.study.grid import run_study  # Ray, MLflow: only once the input is valid
+
+                run = run_study
+            outcome = run(config)
+    except TrackingUnreachableError as error:
+        print(f"{name}.py: error: {error}", file=sys.stderr)
+        return EXIT_TRACKING_UNREACHABLE
+    except KdrayError as error:
+        print(f"{name}.py: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as error:
+        from kdray.tracking.outage import is_unreachable  # MLflow is loaded by now
+
+        if not is_unreachable(error):
+            raise
+        print(
+            f"{name}.py: error: the MLflow tracking server does not answer ({first_line(error)}): "
+            "start it again, then rerun (with --resume if the study had started)",
+            file=sys.stderr,
+        )
+        return EXIT_TRACKING_UNREACHABLE
+    if getattr(outcome, "interrupted", False):
+        return EXIT_INTERRUPTED
+    return 0 if getattr(outcome, "failed", 0) == 0 else 1

@@ -1,0 +1,57 @@
+"""A trained model scored on its run's validation and test splits, with agreement and fidelity
+against the teacher's test predictions."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from kdray.config.run import score_metric
+from kdray.config.run_spec import RunSpec
+from kdray.data.examples import read_split
+from kdray.eval.responses import (
+    agreement,
+    fidelity,
+    generate_responses,
+    mean_score,
+    predictions_from_records,
+    predictions_to_records,
+    score_responses,
+    task_scores,
+)
+
+PREDICTIONS_FILE = "predictions.json"
+
+
+def evaluate(spec: RunSpec, model: torch.nn.Module, tokenizer, out_dir: Path) -> dict[str, float]:
+    """Score on validation and test (accuracy, or ROUGE-L for instruction following), per
+    task as `score/<task>`; agreement and fidelity against the teacher's test outputs when
+    they are known. Writes the test predictions to out_dir."""
+    started = time.perf_counter()
+    metric = score_metric(spec.domain)
+    metrics: dict[str, float] = {}
+    validation = read_split(spec.data_dir, "validation")[: spec.eval.max_items]
+    responses = generate_responses(model, tokenizer, validation, spec.eval)
+    metrics[f"val_{metric}"] = mean_score(score_responses(validation, responses, spec.domain))
+    metrics["val_score"] = metrics[f"val_{metric}"]  # the name a search compares trials on
+    test = read_split(spec.data_dir, "test")[: spec.eval.max_items]
+    responses = generate_responses(model, tokenizer, test, spec.eval)
+    predictions = score_responses(test, responses, spec.domain)
+    metrics["score"] = metrics[metric] = mean_score(predictions)
+    per_task = task_scores(predictions)
+    metrics.update({f"score/{task}": v for task, v in per_task.items()})
+    metrics["average"] = sum(per_task.values()) / len(per_task)  # unweighted over tasks
+    teacher = None
+    if spec.teacher_predictions:
+        records = json.loads(Path(spec.teacher_predictions).read_text())
+        teacher = predictions_from_records(records)[: len(predictions)]
+        metrics["teacher_score"] = mean_score(teacher)  # on the same items
+        metrics["agreement"] = agreement(predictions, teacher, spec.domain)
+        metrics["fidelity"] = fidelity(predictions, teacher)
+    records = predictions_to_records(predictions, teacher)
+    (out_dir / PREDICTIONS_FILE).write_text(json.dumps(records, indent=1))
+    metrics["eval_seconds"] = time.perf_counter() - started
+    return metrics

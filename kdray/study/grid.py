@@ -1,0 +1,147 @@
+"""A study: the grid of trials of an ablation, run as a Ray Tune experiment, tracked in
+MLflow (one parent run, one child run per trial) and summarised by the analysis package
+from the runs read back out of MLflow."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from kdray.console import say
+from kdray.errors import KdrayError
+from kdray.study.config import StudyConfig
+from kdray.study.prepare import prepare_study
+from kdray.study.runtime import (
+    PLANNED_TRIALS_TAG,
+    TUNE_PATH_TAG,
+    PhaseClock,
+    ProgressCallback,
+    StudyOutcome,
+    connect_ray,
+    deliver_kept_results,
+    failed_trials,
+    find_unfinished_study,
+    in_flight_text,
+    stopped_early,
+    trials_in_flight,
+)
+from kdray.tracking.outage import StudyOutage, bound_http_retries
+from kdray.tracking.runs import (
+    RunLogger,
+    resolve_tracking_uri,
+)
+from kdray.trial.driver import driver_resources, run_trial
+
+
+def run_study(config: StudyConfig) -> StudyOutcome:
+    """Run a study's grid as one Tune experiment (or --resume an interrupted one)."""
+    bound_http_retries()  # an unreachable tracking server is noticed in seconds
+    if config.resume:  # before anything is built or written: a wrong --resume costs nothing
+        return _resume_study(config, resolve_tracking_uri(config.tracking_uri))
+    study = prepare_study(config)
+    plans = study.plans
+    try:
+        concurrent = trials_in_flight(config, max(p["spec"]["train"]["num_workers"] for p in plans))
+        say(f"running {len(plans)} trials, {in_flight_text(concurrent)}")
+        name = f"{config.name}-{study.parent_id[:8]}"
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, driver_resources()),
+            param_space={"plan": tune.grid_search(plans), "study": study.context()},
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(study.storage),
+                verbose=0,
+                callbacks=[ProgressCallback(len(plans))],
+            ),
+        )
+        study.client.set_tag(study.parent_id, TUNE_PATH_TAG, str(study.storage / name))
+        study.client.set_tag(study.parent_id, PLANNED_TRIALS_TAG, str(len(plans)))
+    except BaseException:
+        study.client.set_terminated(study.parent_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    return _fit_and_summarise(
+        config, tuner, study.tracking_uri, study.parent_id, study.storage, study.clock
+    )
+
+
+def _fit_and_summarise(
+    config: StudyConfig,
+    tuner: tune.Tuner,
+    tracking_uri: str,
+    parent_id: str,
+    storage: Path,
+    clock: PhaseClock,
+) -> StudyOutcome:
+    """Run (or continue) the study's Tune experiment, close the parent run, write the summary.
+    An interrupted study (Ctrl-C) keeps its parent run open for --resume, and so does one
+    whose tracking server stayed away (its trials' results kept on disk)."""
+    from analysis.report import write_study_summary  # analysis reads runs back from MLflow
+
+    client = MlflowClient(tracking_uri)
+    try:
+        grid = tuner.fit()
+    except BaseException:
+        client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    clock.done("trials")
+    if (outage := StudyOutage(storage, parent_id)).happened():
+        raise outage.stopped()
+    parent = client.get_run(parent_id)
+    trials = int(parent.data.tags[PLANNED_TRIALS_TAG])
+    failed, finished = grid.num_errors, grid.num_terminated
+    experiment_id = parent.info.experiment_id
+    results_dir = Path(config.results_dir)
+    if stopped_early(client, parent_id, grid, trials):
+        return StudyOutcome(
+            tracking_uri, experiment_id, parent_id, trials, failed, results_dir, clock.phases, True
+        )
+    status = RunStatus.FINISHED if failed == 0 else RunStatus.FAILED
+    RunLogger(tracking_uri, parent_id).log_metrics({"trials": trials, "failed_trials": failed})
+    client.set_terminated(parent_id, RunStatus.to_string(status))
+    write_study_summary(tracking_uri, parent_id, results_dir)
+    clock.done("summary")
+    elapsed = time.time() - clock.started
+    timing = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in clock.phases.items())
+    say(f"done in {elapsed:.0f}s ({timing}): {finished} trials finished, {failed} failed")
+    for name, reason in failed_trials(client, experiment_id, parent_id):
+        say(f"FAILED {name}: {reason}")
+    return StudyOutcome(
+        tracking_uri, experiment_id, parent_id, trials, failed, results_dir, clock.phases
+    )
+
+
+def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:
+    """Continue the latest unfinished run of `config.name` in its experiment: Tune restores
+    the experiment (finished trials stay finished, interrupted ones start again) and the
+    trials write to the same parent run."""
+    parent = find_unfinished_study(config, tracking_uri)
+    client = MlflowClient(tracking_uri)
+    parent_id = parent.info.run_id
+    path = parent.data.tags.get(TUNE_PATH_TAG)
+    if not path or not tune.Tuner.can_restore(path):
+        raise KdrayError(
+            f"study run {parent_id} was interrupted before its trials started: run the study "
+            "again without --resume (its world, teachers and caches are reused)"
+        )
+    say(f"resuming study run {parent_id} ({parent.info.run_name}) from {path}")
+    storage = Path(path).parent
+    deliver_kept_results(StudyOutage(storage, parent_id), client)
+    connect_ray()
+    client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    tuner = tune.Tuner.restore(
+        path,
+        trainable=tune.with_resources(run_trial, driver_resources()),
+        resume_unfinished=True,
+        # Errored trials run again: one that failed before fails at once with its reason
+        # (kdray.trial), one stopped by a tracking outage goes on.
+        resume_errored=True,
+    )
+    return _fit_and_summarise(config, tuner, tracking_uri, parent_id, storage, PhaseClock())
+
+
+__all__ = ["StudyConfig", "StudyOutcome", "run_study"]

@@ -1,0 +1,134 @@
+"""Presets: complete study configurations.
+
+- `tiny`: the embedded default, built offline on 2 CPUs (its `smoke` variant keeps the path
+  and shrinks steps, items and the grid), for any domain and either tiny family.
+- `paper`: the study's published settings on the hub models (README, "The paper preset",
+  lists each setting with its source). It needs GPUs and hub access; here it resolves and
+  prints its plan with `--dry-run`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from kdray.config.run import EvalConfig, KDConfig, TrainConfig
+from kdray.hub.zoo import pairs as hub_pairs
+from kdray.study.config import StudyConfig
+from kdray.world.synthetic_commonsense import CommonsenseWorldConfig
+from kdray.world.synthetic_instruction import InstructionWorldConfig
+from kdray.world.synthetic_math import MathWorldConfig
+
+# Calibrated on 2 CPUs (README, "The tiny world"): arithmetic facts, not capacity, limit what
+# these models learn per step, so the task keeps numbers small and the teacher gets more steps
+# and a larger pool than the students.
+TINY_WORLDS = {
+    "math": MathWorldConfig(
+        max_start=12, max_operand=4, max_factor=1, max_value=16, distractor_prob=0.3
+    ),
+    "commonsense": CommonsenseWorldConfig(),
+    "instruction": InstructionWorldConfig(),
+}
+TINY_WORLD = TINY_WORLDS["math"]
+TINY_TEACHERS = {"qwen": "tiny-qwen2-m", "llama": "tiny-llama-m"}
+TINY_STUDENTS = {
+    "qwen": ("tiny-qwen2-xs", "tiny-qwen2-s"),
+    "llama": ("tiny-llama-xs", "tiny-llama-s"),
+}
+TINY_TEACHER_TRAIN = TrainConfig(
+    steps=1500, batch_size=32, learning_rate=5e-3, cpus_per_worker=1.98, report_every=300
+)
+TINY_STUDENT_TRAIN = TrainConfig(
+    steps=600, batch_size=32, learning_rate=1e-2, train_examples=2000, report_every=200
+)
+
+
+def tiny(
+    name: str, smoke: bool = False, domain: str = "math", family: str | None = None
+) -> StudyConfig:
+    family = family or "qwen"
+    world = TINY_WORLDS.get(domain, TINY_WORLD)  # an unknown domain fails in StudyConfig
+    config = StudyConfig(
+        name=name,
+        preset="tiny",
+        domain=domain,
+        family=family,
+        teacher=TINY_TEACHERS.get(family, TINY_TEACHERS["qwen"]),
+        students=TINY_STUDENTS.get(family, TINY_STUDENTS["qwen"]),
+        world=world,
+        teacher_train=TINY_TEACHER_TRAIN,
+        student_train=TINY_STUDENT_TRAIN,
+        eval=EvalConfig(max_items=300),
+        results_dir=f"results/{name}",
+    )
+    if not smoke:
+        return config
+    return dataclasses.replace(
+        config,
+        name=f"{name}-smoke",
+        world=dataclasses.replace(world, train_size=2000, validation_size=40, test_size=40),
+        teacher_train=dataclasses.replace(TINY_TEACHER_TRAIN, steps=120, report_every=60),
+        student_train=dataclasses.replace(TINY_STUDENT_TRAIN, steps=20, report_every=10),
+        eval=EvalConfig(max_items=40, max_new_tokens=48),
+        results_dir=f"results/{name}-smoke",
+    )
+
+
+# The study's published settings (README, "The paper preset", gives the source of each).
+PAPER_EPOCHS = {"math": 4.0, "commonsense": 3.0, "instruction": 3.0}
+PAPER_TRAIN = TrainConfig(
+    batch_size=4,
+    grad_accum_steps=4,  # effective batch 16
+    learning_rate=3e-4,
+    warmup_steps=100,
+    lr_schedule="linear",
+    max_length=256,
+    seed=6,
+    finetune="lora",  # r=8, alpha=16, dropout 0.05 on q, k, v, up, down (TrainConfig defaults)
+    use_gpu=True,  # bf16 on GPU
+    zero_stage=2,  # ZeRO-2 by default; the memory planner picks ZeRO-3 where only it fits
+    cpus_per_worker=4,
+    report_every=50,
+    eval_every=200,  # LLM-Adapters' Trainer: eval and save every 200 steps, best model at end
+)
+PAPER_EVAL = EvalConfig(
+    max_items=100_000,  # every test item
+    batch_size=16,
+    max_new_tokens=256,
+    decoding="sampling",
+    sampling_temperature=1.0,
+    top_k=0,
+    sampling_seed=6,
+)
+PAPER_KD = KDConfig(ce_weight=0.0, loss_tokens="all")
+PAPER_VALIDATION_ITEMS = 500
+
+
+def paper(
+    name: str, smoke: bool = False, domain: str = "math", family: str | None = None
+) -> StudyConfig:
+    """Every within-family pair of the study (or one family's), its training recipe and its
+    decoding. `smoke` is refused: the paper preset has no reduced form."""
+    from kdray.errors import ConfigError
+
+    if smoke:
+        raise ConfigError("--smoke is for the tiny preset; the paper preset runs as published")
+    train = dataclasses.replace(PAPER_TRAIN, epochs=PAPER_EPOCHS.get(domain, 3.0))
+    return StudyConfig(
+        name=name,
+        preset="paper",
+        zoo="hub",
+        domain=domain,
+        family=family or "all",
+        pairs=tuple((t.name, s.name) for t, s in hub_pairs(family)),
+        seeds=(PAPER_TRAIN.seed,),  # each trial's seed is the study's seed
+        world=None,
+        kd=PAPER_KD,
+        teacher_train=train,
+        student_train=train,
+        eval=PAPER_EVAL,
+        validation_items=PAPER_VALIDATION_ITEMS,
+        results_dir=f"results/{name}-paper",
+    )
+
+
+PRESETS: dict[str, Callable[..., StudyConfig]] = {"tiny": tiny, "paper": paper}

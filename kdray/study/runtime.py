@@ -1,0 +1,197 @@
+"""What the grid and the search share in the Tune driver: joining Ray, trials in flight, progress
+lines, phase clock, the outcome, and finding, stopping and resuming a study's parent run."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from kdray.console import say
+from kdray.errors import KdrayError
+from kdray.study.config import StudyConfig
+from kdray.tracking.outage import StudyOutage
+from kdray.tracking.runs import (
+    PARENT_TAG,
+    RUN_NAME_TAG,
+    missing_sqlite_store,
+)
+from kdray.trial.driver import DRIVER_CPUS, FAILURE_TAG
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    trials: int
+    failed: int
+    results_dir: Path
+    phase_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Wall seconds of `world`, `teachers`, `teacher_signals` (responses and caches),
+    `trials` and `summary`."""
+    interrupted: bool = False
+    """Stopped before every trial ended (Ctrl-C): `--resume` continues it."""
+
+
+def connect_ray() -> None:
+    """Join the running cluster (a `ray start` head, a Ray job) or start a local Ray."""
+    # Tune's TensorBoard logger reports at INFO every config value it cannot chart.
+    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address="auto", log_to_driver=True)
+        say(f"connected to Ray cluster: {ray.cluster_resources()}")
+    except ConnectionError:
+        # The dashboard serves Ray's State API, which Train's placement-group cleaner polls
+        # (without it, it warns every second); it binds to 127.0.0.1.
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        say(f"started a local Ray: {ray.cluster_resources()}")
+
+
+def trials_in_flight(config: StudyConfig, workers: int | None = None) -> int | None:
+    """Trials that fit on the cluster at once; `workers`: Train workers of the largest trial.
+    None (no cap) when a GPU study starts on a cluster without enough GPUs for one trial yet:
+    an autoscaling cluster grows to the pending trials' demand."""
+    if config.max_concurrent:
+        return config.max_concurrent
+    resources = ray.cluster_resources()
+    train = config.student_train
+    if train.use_gpu:  # the actor placement's teacher server takes one more GPU per trial
+        server = 1 if config.kd.teacher_placement == "actor" else 0
+        fits = int(resources.get("GPU", 0) // ((workers or train.num_workers) + server))
+        return fits or None
+    per_trial = train.num_workers * train.cpus_per_worker + DRIVER_CPUS
+    return max(1, math.floor(resources.get("CPU", 1) / per_trial + 1e-9))
+
+
+def in_flight_text(concurrent: int | None) -> str:
+    if concurrent is None:
+        return "as many at a time as the cluster grows to (no GPU node is up yet)"
+    return f"{concurrent} at a time"
+
+
+class ProgressCallback(tune.Callback):
+    """One line per finished trial: trials done / running / left, and the best so far."""
+
+    def __init__(
+        self, total: int, name_of: Callable[[dict], str] | None = None, metric: str = "score"
+    ):
+        self.total = total
+        self.name_of = name_of or (lambda config: config["plan"]["run_name"])
+        self.metric = metric
+        """The score shown and ranked: a search ranks on validation, keeping test unseen."""
+        self.started = time.time()
+        self.best: tuple[float, str] | None = None
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        score = result.get(self.metric) if "score" in result else None
+        name = self.name_of(trial.config)
+        if score is not None and (self.best is None or score > self.best[0]):
+            self.best = (score, name)
+        shown = "val" if self.metric == "val_score" else "score"
+        what = f"{name}: {shown} {score:.1f}" if score is not None else f"{name}: stopped early"
+        self._line(trials, trial, what)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trials, trial, f"{self.name_of(trial.config)}: FAILED")
+
+    def _line(self, trials, ending, what: str) -> None:
+        # Counted from the trials' states, so a resumed study counts its earlier trials too;
+        # the trial that is ending has not changed state yet.
+        others = [t for t in trials if t is not ending]
+        done = 1 + sum(t.status in ("TERMINATED", "ERROR") for t in others)
+        running = sum(t.status == "RUNNING" for t in others)
+        best = f"; best {self.best[0]:.1f} ({self.best[1]})" if self.best else ""
+        say(
+            f"[{done}/{self.total} done, {running} running, {self.total - done} left, "
+            f"{time.time() - self.started:.0f}s] {what}{best}"
+        )
+
+
+@dataclass
+class PhaseClock:
+    """Wall seconds of a study's phases, for the closing line and StudyOutcome."""
+
+    started: float = dataclasses.field(default_factory=time.time)
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    last: float = dataclasses.field(default_factory=time.time)
+
+    def done(self, name: str) -> None:
+        now = time.time()
+        self.phases[name], self.last = now - self.last, now
+
+
+def failed_trials(client: MlflowClient, experiment_id: str, parent_id: str) -> list[tuple]:
+    """(run name, reason) of each failed trial of the study, from its MLflow run."""
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`{PARENT_TAG}` = '{parent_id}' and attributes.status = 'FAILED'",
+    )
+    return [
+        (r.data.tags.get(RUN_NAME_TAG, r.info.run_id), r.data.tags.get(FAILURE_TAG, "unknown"))
+        for r in runs
+    ]
+
+
+def stopped_early(client: MlflowClient, parent_id: str, grid, planned: int) -> bool:
+    """True when Ctrl-C stopped the Tune experiment before all `planned` trials ended (Tune
+    creates trials as slots free up, so the grid may hold fewer): the parent run is marked
+    KILLED and the user told how to continue."""
+    if grid.num_terminated + grid.num_errors >= planned:
+        return False
+    client.set_terminated(parent_id, RunStatus.to_string(RunStatus.KILLED))
+    say(
+        f"interrupted: {grid.num_terminated} of {planned} trials finished, {grid.num_errors} "
+        "failed; continue with the same command and --resume (finished trials are kept)"
+    )
+    return True
+
+
+def deliver_kept_results(outage: StudyOutage, client: MlflowClient) -> None:
+    """--resume after a tracking outage: send what the stopped study kept, first."""
+    if delivered := outage.deliver_kept(client):
+        say(f"delivered the results of {delivered} trials kept while the server was away")
+
+
+def find_unfinished_study(config: StudyConfig, uri: str):
+    """The latest parent run of this study in its experiment that did not finish."""
+    # Opening a SQLite store creates it: a store that does not exist has nothing to resume.
+    missing = missing_sqlite_store(uri)
+    client = None if missing else MlflowClient(uri)
+    experiment = None if missing else client.get_experiment_by_name(config.experiment_name)
+    runs = []
+    if experiment is not None:
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`kdray.role` = 'study' and tags.`kdray.study` = '{config.name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=50,
+        )
+    # A study whose trials all ended logged `trials`; one that stopped early did not.
+    unfinished = [r for r in runs if "trials" not in r.data.metrics]
+    if not unfinished:
+        raise KdrayError(
+            f"no unfinished run of study {config.name!r} in experiment "
+            f"{config.experiment_name!r} at {uri}: nothing to "
+            "resume; run the study without --resume (or pass its --experiment/--tracking-uri)"
+        )
+    return unfinished[0]
+
+
+TUNE_PATH_TAG = "kdray.tune_path"
+"""Parent-run tag: the study's Tune experiment folder, which --resume restores."""
+
+
+PLANNED_TRIALS_TAG = "kdray.planned_trials"

@@ -1,0 +1,500 @@
+"""The optimal-settings study: for each student size, an Optuna TPE search over the KD
+settings (a define-by-run space: beta and lambda exist only for gkd, T and sigma only for
+methods that read teacher logits), with ASHA stopping trials that trail at equal steps.
+
+Each student gets its own Optuna study, persisted in `optuna.db` beside the MLflow store, so
+`--resume` continues it and parameter importances can be computed from it later. Trials run
+through the same driver as grid trials (kdray.trial): one MLflow child run each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from mlflow.entities import RunStatus
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from analysis.report import browse_hint
+from kdray.config.run import TEACHER_LOGIT_METHODS, KDConfig
+from kdray.config.run_spec import RunSpec
+from kdray.console import say
+from kdray.errors import KdrayError
+from kdray.study.config import StudyConfig
+from kdray.study.designs import ALL_KD_METHODS, DEFAULT_SEARCH_TRIALS
+from kdray.study.plan import steps_per_trial
+from kdray.study.prepare import prepare_study
+from kdray.study.runtime import (
+    ProgressCallback,
+    StudyOutcome,
+    connect_ray,
+    deliver_kept_results,
+    find_unfinished_study,
+    in_flight_text,
+    stopped_early,
+    trials_in_flight,
+)
+from kdray.study.trials import run_label
+from kdray.teacher.signal import choose_teacher_signal
+from kdray.tracking.outage import StudyOutage, bound_http_retries
+from kdray.tracking.runs import RunLogger, resolve_tracking_uri
+from kdray.trial.driver import driver_resources, run_trial
+
+SEARCH_METRIC = "val_score"
+"""Validation accuracy (ROUGE-L for instruction following): the test split stays unseen."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What the optimal-settings search explores and how hard."""
+
+    num_samples: int = DEFAULT_SEARCH_TRIALS
+    """Optuna trials per student size."""
+    methods: tuple[str, ...] = ("sft", *ALL_KD_METHODS)
+    """Methods the search may pick; `sft` (no teacher) is one, since for some students the
+    best setting is not to distil."""
+    temperature_range: tuple[float, float] = (0.5, 5.0)
+    """T, sampled log-uniformly."""
+    noise_sigmas: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0)
+    lr_factor_range: tuple[float, float] = (1 / 3, 3.0)
+    """Learning rate = the preset's x a factor sampled log-uniformly from this range."""
+    startup_trials: int = 3
+    """Trials before TPE models the results (Optuna's default of 10 exceeds a small budget):
+    the preset's own settings first (kd T=1 sigma 0, then sft), then random ones."""
+    reports: int = 3
+    """Progress reports per trial, each with the validation score: ASHA's rungs."""
+    score_items: int = 100
+    """Validation items scored greedily at each progress report."""
+    seed: int = 0
+    confirm_seeds: int = 1
+    """N > 1: each student's pick is trained again with seeds 1..N-1 (test mean and sd over N
+    seeds in the table): single runs of a tiny student swing by tens of points with the seed."""
+
+    def __post_init__(self) -> None:
+        from kdray.config.run import _check
+
+        _check(self.num_samples >= 1, f"--num-samples must be >= 1, got {self.num_samples}")
+        _check(self.confirm_seeds >= 1, f"--confirm-seeds must be >= 1, got {self.confirm_seeds}")
+        _check(self.reports >= 1, f"reports must be >= 1, got {self.reports}")
+
+
+def suggest_settings(
+    trial: optuna.Trial, search: SearchConfig, base_lr: float
+) -> dict[str, Any] | None:
+    """The define-by-run space: each parameter exists only where its method uses it."""
+    method = trial.suggest_categorical("method", list(search.methods))
+    if method in TEACHER_LOGIT_METHODS:
+        trial.suggest_float("temperature", *search.temperature_range, log=True)
+        trial.suggest_categorical("noise_sigma", list(search.noise_sigmas))
+    if method != "sft":
+        trial.suggest_float("ce_weight", 0.0, 1.0)
+    if method == "gkd":
+        trial.suggest_float("beta", 0.0, 1.0)
+        trial.suggest_float("on_policy_fraction", 0.0, 1.0)
+    low, high = search.lr_factor_range
+    trial.suggest_float("learning_rate", base_lr * low, base_lr * high, log=True)
+    return None
+
+
+SHORT_NAMES = {"temperature": "T", "noise_sigma": "σ", "ce_weight": "ce", "beta": "β",
+               "on_policy_fraction": "λ", "learning_rate": "lr"}  # fmt: skip
+
+
+def sample_name(sample: dict[str, Any]) -> str:
+    """A sampled setting in one line, for progress output: `kd T=1.37 σ=1 ce=0.53 lr=0.012`."""
+    shown = [
+        f"{SHORT_NAMES.get(k, k)}={v:.2g}"
+        if k == "learning_rate"
+        else f"{SHORT_NAMES.get(k, k)}={v:.3g}"
+        for k, v in sample.items()
+        if k not in ("method", "confirms") and v is not None
+    ]
+    return " ".join([sample["method"], *shown])
+
+
+def kd_from_sample(sample: dict[str, Any], template: KDConfig) -> KDConfig:
+    names = ("temperature", "noise_sigma", "ce_weight", "beta", "on_policy_fraction")
+    chosen = {name: sample[name] for name in names if sample.get(name) is not None}
+    return dataclasses.replace(template, method=sample["method"], **chosen)
+
+
+def run_search_trial(config: dict[str, Any], study: dict[str, Any], templates: dict) -> None:
+    """Tune trainable: the sampled settings applied to the student's template trial."""
+    template = templates[config["method"]]
+    spec = RunSpec.from_dict(template["spec"])
+    kd = kd_from_sample(config, spec.kd)
+    vocab = template["params"].get("vocab_compared") or 0
+    cache = spec.teacher_cache
+    if kd.needs_teacher_logits and choose_teacher_signal(kd, vocab).kind == "online":
+        cache = None  # e.g. noise on a top-k cache: the teacher runs in the trial
+    seed = config.get("seed", spec.train.seed)  # set by a confirmation run
+    train = dataclasses.replace(spec.train, learning_rate=config["learning_rate"], seed=seed)
+    spec = dataclasses.replace(spec, kd=kd, train=train, teacher_cache=cache)
+    trial_id = tune.get_context().get_trial_id()
+    label = run_label(kd, template["params"]["student"], template["teacher"], "", False)
+    label += f" lr={train.learning_rate:.2g}" + (f" seed={seed}" if "seed" in config else "")
+    params = dict(template["params"])
+    params.update(
+        method=kd.method,
+        temperature=kd.temperature if kd.needs_teacher_logits else "",
+        noise_sigma=kd.noise_sigma if kd.needs_teacher_logits else "",
+        ce_weight=kd.ce_weight if kd.method != "sft" else "",
+        learning_rate=train.learning_rate,
+        seed=seed,
+        search_trial=trial_id,
+    )
+    if "seed" in config:
+        params["confirms"] = config["confirms"]
+    plan = {
+        **template,
+        "key": f"search|{params['student']}|{trial_id}",
+        "run_name": label,
+        "params": params,
+        "spec": spec.to_dict(),
+    }
+    run_trial({"plan": plan, "study": study})
+
+
+def search_plans(config: StudyConfig, search: SearchConfig) -> StudyConfig:
+    """The study whose plans serve as templates: each searched method at T=1 per student,
+    with its teacher signal (caches, seqkd responses) prepared once."""
+    steps = steps_per_trial(config) or config.student_train.steps
+    train = dataclasses.replace(
+        config.student_train,
+        # `reports` reports at most (the last is the final one), so ASHA's max_t never cuts
+        # a trial before its evaluation.
+        report_every=max(1, math.ceil(steps / search.reports)),
+        report_val_score=search.score_items,
+    )
+    return dataclasses.replace(
+        config,
+        methods=tuple(m for m in search.methods if m != "sft"),  # sft plans come with any study
+        temperatures=(1.0,),
+        noise_sigmas=(0.0,),
+        student_train=train,
+    )
+
+
+def optuna_storage(tracking_uri: str, cache_root: Path) -> str:
+    """`optuna.db` beside a SQLite MLflow store, else in the kdray cache."""
+    if tracking_uri.startswith("sqlite:///"):
+        folder = Path(tracking_uri.removeprefix("sqlite:///")).parent
+    else:
+        folder = cache_root
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def run_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
+    """One Optuna search per student; then the table of best settings and importances."""
+    bound_http_retries()
+    if config.resume:
+        return _resume_search(config, search)
+    study = prepare_study(search_plans(config, search))
+    templates: dict[str, dict[str, dict]] = {}
+    for plan in study.plans:
+        if plan["teacher"] or "sft" in search.methods:
+            templates.setdefault(plan["params"]["student"], {})[plan["spec"]["kd"]["method"]] = plan
+    storage = optuna_storage(study.tracking_uri, config.cache_root())
+    study.client.set_tag(study.parent_id, "kdray.optuna_storage", storage)
+    # What --resume needs to rebuild the trainable without preparing the study again.
+    state = {
+        "context": study.context(),
+        "templates": templates,
+        "names": {s: f"{config.name}-{study.parent_id[:8]}-{s}" for s in templates},
+        "optuna_storage": storage,
+        "num_samples": search.num_samples,
+    }
+    search_state_file(config, study.parent_id).write_text(json.dumps(state))
+    try:
+        return _search_students(config, search, state, study.tracking_uri, study.parent_id)
+    except BaseException:
+        study.client.set_terminated(study.parent_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+
+
+STOPPED_TAG = "kdray.stopped_early"
+
+
+class TrialRunCloser(tune.Callback):
+    """Close each search trial's MLflow run from the Tune driver: a trial ASHA stops is ended
+    with its driver, before the driver can close its run, so mark it KILLED with the step it
+    reached; a trial that completed its evaluation is marked FINISHED if still open."""
+
+    def __init__(self, context: dict):
+        self.context = context
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        from mlflow.tracking import MlflowClient
+
+        result = trial.last_result or {}
+        client = MlflowClient(self.context["tracking_uri"])
+        runs = client.search_runs(
+            [self.context["experiment_id"]],
+            f"tags.`mlflow.parentRunId` = '{self.context['parent_run_id']}' "
+            f"and tags.`ray.trial_id` = '{trial.trial_id}'",
+        )
+        for run in runs:
+            if "score" in result:
+                if run.info.status == "RUNNING":
+                    client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+                continue
+            client.set_tag(run.info.run_id, STOPPED_TAG, f"ASHA at step {result.get('step')}")
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+
+
+def search_state_file(config: StudyConfig, parent_id: str) -> Path:
+    """What --resume (and benchmarks/search_vs_grid.py) need to run more of a search's trials
+    without preparing the study again: context, templates, names, Optuna storage."""
+    return config.cache_root() / "ray_results" / f"{config.name}-{parent_id[:8]}-search.json"
+
+
+def _search_tuner(
+    config: StudyConfig, search: SearchConfig, state: dict, student: str
+) -> tune.Tuner:
+    """The student's Tune experiment: restored when an earlier run of it was interrupted."""
+    name = state["names"][student]
+    path = Path(state["context"]["storage_path"]) / name
+    trainable = _trainable(state["context"], state["templates"][student])
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(  # failed trials fail again at once (kdray.trial)
+            str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    base_lr = config.student_train.learning_rate
+    concurrent = trials_in_flight(config)
+    say(f"searching {student}: {search.num_samples} trials, {in_flight_text(concurrent)}")
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(
+                space=functools.partial(suggest_settings, search=search, base_lr=base_lr),
+                metric=SEARCH_METRIC,
+                mode="max",
+                points_to_evaluate=_preset_points(config, search, base_lr),
+                sampler=optuna.samplers.TPESampler(
+                    seed=search.seed, n_startup_trials=search.startup_trials
+                ),
+                study_name=name,
+                storage=optuna.storages.RDBStorage(state["optuna_storage"]),
+            ),
+            scheduler=ASHAScheduler(
+                metric=SEARCH_METRIC,
+                mode="max",
+                max_t=search.reports + 1,  # never at the final report: trials end themselves
+                grace_period=1,
+                reduction_factor=2,
+            ),
+            num_samples=search.num_samples,
+            max_concurrent_trials=concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=state["context"]["storage_path"],
+            verbose=0,
+            callbacks=[
+                ProgressCallback(search.num_samples, sample_name, SEARCH_METRIC),
+                TrialRunCloser(state["context"]),
+            ],
+        ),
+    )
+
+
+def validation_pick(grid) -> tuple[dict[str, Any], str] | None:
+    """The search's pick: the completed trial (one with a test score) that scored best on
+    validation, as (its sampled settings, its Tune trial id); None if none completed."""
+    complete = [r for r in grid if r.metrics and "score" in r.metrics]
+    if not complete:
+        return None
+    best = max(complete, key=lambda r: r.metrics[SEARCH_METRIC])
+    return dict(best.config), best.metrics["trial_id"]
+
+
+def confirm_tuner(
+    config: StudyConfig, search: SearchConfig, state: dict, student: str, pick: dict, of: str
+) -> tune.Tuner:
+    """Train `pick` again with seeds 1..confirm_seeds-1 (child runs with param `confirms` =
+    `of`, the trial they repeat); restored when an earlier run of it was interrupted."""
+    name = f"{state['names'][student]}-confirm-{of}"
+    path = Path(state["context"]["storage_path"]) / name
+    trainable = _trainable(state["context"], state["templates"][student])
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(  # failed trials fail again at once (kdray.trial)
+            str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    seeds = list(range(1, search.confirm_seeds))
+    say(f"confirming {student}'s pick {sample_name(pick)} with seeds {seeds}")
+    return tune.Tuner(
+        trainable,
+        param_space={**pick, "seed": tune.grid_search(seeds), "confirms": of},
+        tune_config=tune.TuneConfig(max_concurrent_trials=trials_in_flight(config)),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=state["context"]["storage_path"],
+            verbose=0,
+            callbacks=[ProgressCallback(len(seeds), sample_name), TrialRunCloser(state["context"])],
+        ),
+    )
+
+
+def _interrupted(config, client, tracking_uri: str, parent_id: str) -> StudyOutcome:
+    parent = client.get_run(parent_id)
+    return StudyOutcome(
+        tracking_uri, parent.info.experiment_id, parent_id, 0, 0, Path(config.results_dir),
+        interrupted=True,
+    )  # fmt: skip
+
+
+def _trainable(context: dict, templates: dict):
+    return tune.with_resources(
+        tune.with_parameters(run_search_trial, study=context, templates=templates),
+        driver_resources(),
+    )
+
+
+def _preset_points(
+    config: StudyConfig, search: SearchConfig, base_lr: float
+) -> list[dict[str, Any]]:
+    """The preset's own settings (kd T=1 sigma 0, and sft), tried first so the search starts
+    from the known defaults; those whose method the search leaves out are skipped."""
+    kd = {"method": "kd", "temperature": 1.0, "noise_sigma": 0.0,
+          "ce_weight": config.kd.ce_weight, "learning_rate": base_lr}  # fmt: skip
+    sft = {"method": "sft", "learning_rate": base_lr}
+    return [point for point in (kd, sft) if point["method"] in search.methods]
+
+
+def best_settings(client, parent_id: str, storage: str, names: dict[str, str]) -> pd.DataFrame:
+    """Per student: the finished trial with the best validation score, its settings and test
+    score, how many trials ran and how many ASHA stopped."""
+    parent = client.get_run(parent_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+    rows = []
+    for student in sorted({r.data.params.get("student") for r in runs}):
+        repeats = [r for r in runs if r.data.params.get("student") == student
+                   and "confirms" in r.data.params]  # fmt: skip
+        mine = [r for r in runs if r.data.params.get("student") == student
+                and "confirms" not in r.data.params]  # fmt: skip
+        complete = [r for r in mine if "score" in r.data.metrics]
+        row: dict[str, Any] = {
+            "student": student,
+            "student_params_b": float(mine[0].data.params.get("student_params_b", "nan")),
+            "trials": len(mine),
+            "stopped_early": sum(STOPPED_TAG in r.data.tags for r in mine),
+        }
+        if complete:
+            best = max(complete, key=lambda r: r.data.metrics[SEARCH_METRIC])
+            params = best.data.params
+            for name in ("method", "temperature", "noise_sigma", "ce_weight", "learning_rate"):
+                row[name] = params.get(name, "")
+            for name in ("beta", "on_policy_fraction"):
+                row[name] = params.get(f"config.kd.{name}", "") if params["method"] == "gkd" else ""
+            row["val_score"] = best.data.metrics[SEARCH_METRIC]
+            row["test_score"] = best.data.metrics["score"]
+            trial = params.get("search_trial")
+            scores = [row["test_score"]] + [
+                r.data.metrics["score"] for r in repeats
+                if r.data.params["confirms"] == trial and "score" in r.data.metrics
+            ]  # fmt: skip
+            if len(scores) > 1:
+                row.update(seeds=len(scores), test_mean=statistics.mean(scores),
+                           test_sd=statistics.stdev(scores))  # fmt: skip
+            row["run_id"] = best.info.run_id
+        importances = _importances(storage, names.get(student))
+        row["importances"] = ", ".join(f"{k} {v:.2f}" for k, v in importances.items())
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("student_params_b")
+
+
+def _importances(storage: str, study_name: str | None) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA) over the student's completed trials."""
+    if not study_name:
+        return {}
+    try:
+        found = optuna.load_study(study_name=study_name, storage=storage)
+        return optuna.importance.get_param_importances(found)
+    except (ValueError, RuntimeError, KeyError):  # too few trials, or one parameter only
+        return {}
+
+
+def _summarise(config, client, tracking_uri, parent_id, state, failed) -> StudyOutcome:
+    parent = client.get_run(parent_id)
+    table = best_settings(client, parent_id, state["optuna_storage"], state["names"])
+    results_dir = Path(config.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results_dir / "best_settings.csv", index=False)
+    shown = table.drop(columns=["run_id"], errors="ignore")
+    markdown = shown.to_markdown(index=False, floatfmt=".3g")
+    (results_dir / "best_settings.md").write_text(markdown + "\n")
+    logger = RunLogger(tracking_uri, parent_id)
+    logger.log_file(results_dir / "best_settings.md")
+    logger.log_file(results_dir / "best_settings.csv")
+    trials = int(table["trials"].sum())
+    logger.log_metrics({"trials": trials, "failed_trials": failed})
+    status = RunStatus.FINISHED if failed == 0 else RunStatus.FAILED
+    client.set_terminated(parent_id, RunStatus.to_string(status))
+    say("best settings per student size (validation picks, test reported):\n" + markdown)
+    say(f"written to {results_dir.resolve()}/best_settings.md (and .csv)")
+    print(browse_hint(tracking_uri, parent_id), flush=True)
+    return StudyOutcome(
+        tracking_uri, parent.info.experiment_id, parent_id, trials, failed, results_dir
+    )
+
+
+def _resume_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
+    """Continue each student's Tune experiment (Optuna's study continues in optuna.db); a
+    student whose search had not started yet starts now."""
+    from mlflow.tracking import MlflowClient
+
+    tracking_uri = resolve_tracking_uri(config.tracking_uri)
+    parent_id = find_unfinished_study(config, tracking_uri).info.run_id
+    client = MlflowClient(tracking_uri)
+    file = search_state_file(config, parent_id)
+    if not file.is_file():
+        raise KdrayError(
+            f"search run {parent_id} was interrupted before its trials started: run the study "
+            "again without --resume (its world, teachers and caches are reused)"
+        )
+    state = json.loads(file.read_text())
+    say(f"resuming search run {parent_id}")
+    deliver_kept_results(StudyOutage(state["context"]["storage_path"], parent_id), client)
+    connect_ray()
+    client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    return _search_students(config, search, state, tracking_uri, parent_id)
+
+
+def _search_students(
+    config: StudyConfig, search: SearchConfig, state: dict, tracking_uri: str, parent_id: str
+) -> StudyOutcome:
+    """Each student's search in turn (restored where an earlier run was interrupted), then
+    the best-settings table; a Ctrl-C leaves the parent run open for --resume."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    failed = 0
+    outage = StudyOutage(state["context"]["storage_path"], parent_id)
+    for student in state["templates"]:
+        grid = _search_tuner(config, search, state, student).fit()
+        if outage.happened():
+            raise outage.stopped()
+        failed += grid.num_errors
+        if stopped_early(client, parent_id, grid, state["num_samples"]):
+            return _interrupted(config, client, tracking_uri, parent_id)
+        pick = validation_pick(grid)
+        if search.confirm_seeds > 1 and pick:
+            confirmed = confirm_tuner(config, search, state, student, *pick).fit()
+            if outage.happened():
+                raise outage.stopped()
+            failed += confirmed.num_errors
+            if stopped_early(client, parent_id, confirmed, search.confirm_seeds - 1):
+                return _interrupted(config, client, tracking_uri, parent_id)
+    return _summarise(config, client, tracking_uri, parent_id, state, failed)

@@ -1,0 +1,2 @@
+"""MLflow: runs, tags, params and the one-op RunLogger (runs.py), what is kept while the tracking
+server is away (outage.py), the local server command (server.py). Imports only the base modules."""

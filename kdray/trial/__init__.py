@@ -1,0 +1,2 @@
+"""One trial in the Tune driver (driver.py): its MLflow child run, its Ray Train run, its result or
+failure. Imports train, tracking, config and the base modules."""

@@ -1,0 +1,184 @@
+"""The Tune trial driver: open the trial's MLflow child run, fit its TorchTrainer, close
+the run with the outcome. It asks Tune for a sliver of a CPU; its Train workers take the
+real cores."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+import ray.tune
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from kdray.config.run import flatten
+from kdray.config.run_spec import RunSpec
+from kdray.errors import TrackingUnreachableError
+from kdray.tracking.outage import StudyOutage, UnsentOps, bound_http_retries, wait_for_tracking
+from kdray.tracking.runs import PARENT_TAG, RUN_NAME_TAG, RunLogger, package_versions
+from kdray.train.loop import FAILURE_KEY, METRICS_FILE
+from kdray.train.run import fit
+
+DRIVER_CPUS = 0.01
+DRIVER_RESOURCE_ENV = "KDRAY_DRIVER_RESOURCE"
+"""Name of a custom Ray resource that only on-demand nodes carry (clusters/aws.yaml: the
+`drivers` group's `kdray_driver`): when set, every trial driver asks for a sliver of it, so
+drivers never land on spot GPU nodes."""
+
+
+def driver_resources() -> dict[str, float]:
+    """What one Tune trial driver asks for: 0.01 CPU (+ 0.01 of the driver resource, if set)."""
+    resources = {"cpu": DRIVER_CPUS}
+    if name := os.environ.get(DRIVER_RESOURCE_ENV):
+        resources[name] = 0.01
+    return resources
+
+
+TRIAL_KEY_TAG = "kdray.trial_key"
+FAILURE_TAG = "kdray.failure_reason"
+
+
+def open_child_run(client: MlflowClient, study: dict[str, Any], plan: dict[str, Any]):
+    """The trial's child run under the study's parent run, found by its trial key: a FINISHED
+    one, a FAILED one with its reason, or a new one. A run left unfinished by an interrupted
+    attempt (a resumed study, a restarted driver) is deleted and replaced, so each trial has
+    exactly one run with one complete curve."""
+    existing = client.search_runs(
+        [study["experiment_id"]],
+        filter_string=(
+            f"tags.`{PARENT_TAG}` = '{study['parent_run_id']}' "
+            f"and tags.`{TRIAL_KEY_TAG}` = '{plan['key']}'"
+        ),
+    )
+    for run in existing:
+        if run.info.status == "FINISHED" or (
+            run.info.status == "FAILED" and FAILURE_TAG in run.data.tags
+        ):
+            return run
+        client.delete_run(run.info.run_id)
+    run = client.create_run(
+        study["experiment_id"],
+        run_name=plan["run_name"],
+        tags={
+            **study.get("tags", {}),
+            PARENT_TAG: study["parent_run_id"],
+            RUN_NAME_TAG: plan["run_name"],
+            TRIAL_KEY_TAG: plan["key"],
+            "kdray.role": "trial",
+            "kdray.study": plan["params"]["study"],
+        },
+    )
+    return run
+
+
+class TrialReportCallback(TuneReportCallback):
+    """Rank 0's reports to Tune, but a failure report (train_loop.report_failure), which
+    carries none of the metrics Tune's scheduler checks for; the trial fails instead."""
+
+    def after_report(self, run_context, metrics, checkpoint):
+        if FAILURE_KEY not in metrics[0]:
+            super().after_report(run_context, metrics, checkpoint)
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable: config = {"plan": one trial plan, "study": shared context}."""
+    study, plan = config["study"], config["plan"]
+    bound_http_retries()
+    outage = StudyOutage(study["storage_path"], study["parent_run_id"])
+    try:
+        _run_trial(study, plan, outage)
+    except TrackingUnreachableError as error:
+        outage.record(str(error))  # the study's later trials give up at once
+        raise
+
+
+def _run_trial(study: dict[str, Any], plan: dict[str, Any], outage: StudyOutage) -> None:
+    uri = study["tracking_uri"]
+    client = MlflowClient(uri)
+
+    def waiting(what: str, call):
+        wait = 0 if outage.happened() else study.get("tracking_wait", 600)
+        return wait_for_tracking(call, uri, wait, what)
+
+    run = waiting("opening the trial's run", lambda: open_child_run(client, study, plan))
+    run_id = run.info.run_id
+    if run.info.status == "FINISHED":
+        # Finished before its driver was killed, after Tune last saved its state: report the
+        # logged result instead of training again (no second curve in the same run).
+        ray.tune.report(dict(run.data.metrics))
+        return
+    if run.info.status == "FAILED":  # a resumed study: the trial failed before, for this
+        raise TrialFailedError(run.data.tags[FAILURE_TAG])
+    spec = dataclasses.replace(RunSpec.from_dict(plan["spec"]), tracking_uri=uri, run_id=run_id)
+    logger = RunLogger(uri, run_id)
+    waiting("logging the trial's config", lambda: _log_config(logger, plan, spec))
+    try:
+        checkpoint = fit(
+            spec,
+            name=f"trial-{ray.tune.get_context().get_trial_id()}",
+            storage_path=Path(study["storage_path"]),
+            callbacks=[TrialReportCallback()],
+        )
+    except BaseException as error:
+        reason = _failure_reason(error)
+        waiting("marking the trial failed", lambda: _mark_failed(client, logger, reason))
+        raise
+    with checkpoint.as_directory() as folder:
+        unsent = UnsentOps(Path(folder))  # what rank 0 could not send during an outage
+        try:
+            waiting(
+                "sending the trial's results",
+                lambda: (
+                    unsent.deliver(client, run_id),
+                    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED)),
+                ),
+            )
+        except TrackingUnreachableError:
+            metrics = json.loads((Path(folder) / METRICS_FILE).read_text())
+            outage.keep(plan["key"], run_id, unsent, metrics)
+            raise
+
+
+def _mark_failed(client: MlflowClient, logger: RunLogger, reason: str) -> None:
+    """FAILED with its reason, unless the run was closed already: a trial ASHA stops loses its
+    workers with its placement group, and the Tune driver closes its run KILLED."""
+    if client.get_run(logger.run_id).info.status != "RUNNING":
+        return
+    logger.set_tags({FAILURE_TAG: reason})
+    client.set_terminated(logger.run_id, RunStatus.to_string(RunStatus.FAILED))
+
+
+def _log_config(logger: RunLogger, plan: dict[str, Any], spec: RunSpec) -> None:
+    logger.log_params(
+        {
+            **plan["params"],
+            **{f"config.{k}": v for k, v in flatten(spec.to_dict()).items()},
+            **{f"version.{k}": v for k, v in package_versions().items()},
+        }
+    )
+    logger.set_tags({"ray.trial_id": ray.tune.get_context().get_trial_id()})
+    logger.log_json(spec.to_dict(), "config.json")  # the resolved config: the run's record
+
+
+class TrialFailedError(RuntimeError):
+    """A resumed study's trial that had failed before: it fails again with the same reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _failure_reason(error: BaseException) -> str:
+    if isinstance(error, TrialFailedError):
+        return error.reason
+    """The error that ended the trial in one line: Train wraps a worker's exception with its
+    traceback, whose last line names the real error (e.g. `...NonFiniteLossError: loss became
+    nan at step 1`)."""
+    text = "".join(traceback.format_exception_only(type(error), error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else type(error).__name__
