@@ -82,9 +82,7 @@ def _paper(config: StudyConfig, smoke: bool) -> dict[str, Any]:
         "methods": ("kd", "revkd", "seqkd", "gkd"),
         "temperatures": (1.0, 2.0, 5.0),
     }
-    if (
-        config.zoo == "hub"
-    ):  # T=5 reads no cache: a 70B teacher fits only sharded (kdray.study.plan)
+    if config.zoo == "hub":  # T=5 reads no cache: a 70B teacher fits only sharded (study.plan)
         fields["kd"] = dataclasses.replace(config.kd, teacher_placement="zero3")
     return fields
 
