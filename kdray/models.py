@@ -38,3 +38,11 @@ def quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def inference_device(use_gpu: bool) -> tuple[torch.device, torch.dtype]:
+    """Where and in which dtype a model runs outside the training engine (teacher forwards,
+    generation): bf16 on GPU as the students' engines run, fp32 on CPU."""
+    if use_gpu:
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32

@@ -26,12 +26,14 @@ from kdray.study.runtime import (
     failed_trials,
     find_unfinished_study,
     in_flight_text,
+    restored_tuner,
     stopped_early,
     trials_in_flight,
 )
 from kdray.tracking.outage import StudyOutage, bound_http_retries
 from kdray.tracking.runs import (
     RunLogger,
+    mark_failed,
     resolve_tracking_uri,
 )
 from kdray.trial.driver import driver_resources, run_trial
@@ -62,7 +64,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         study.client.set_tag(study.parent_id, TUNE_PATH_TAG, str(study.storage / name))
         study.client.set_tag(study.parent_id, PLANNED_TRIALS_TAG, str(len(plans)))
     except BaseException:
-        study.client.set_terminated(study.parent_id, RunStatus.to_string(RunStatus.FAILED))
+        mark_failed(study.client, study.parent_id)
         raise
     return _fit_and_summarise(
         config, tuner, study.tracking_uri, study.parent_id, study.storage, study.clock
@@ -86,7 +88,7 @@ def _fit_and_summarise(
     try:
         grid = tuner.fit()
     except BaseException:
-        client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED))
+        mark_failed(client, parent_id)
         raise
     clock.done("trials")
     if (outage := StudyOutage(storage, parent_id)).happened():
@@ -133,14 +135,7 @@ def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:
     deliver_kept_results(StudyOutage(storage, parent_id), client)
     connect_ray()
     client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
-    tuner = tune.Tuner.restore(
-        path,
-        trainable=tune.with_resources(run_trial, driver_resources()),
-        resume_unfinished=True,
-        # Errored trials run again: one that failed before fails at once with its reason
-        # (kdray.trial), one stopped by a tracking outage goes on.
-        resume_errored=True,
-    )
+    tuner = restored_tuner(Path(path), tune.with_resources(run_trial, driver_resources()))
     return _fit_and_summarise(config, tuner, tracking_uri, parent_id, storage, PhaseClock())
 
 

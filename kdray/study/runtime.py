@@ -195,3 +195,15 @@ TUNE_PATH_TAG = "kdray.tune_path"
 
 
 PLANNED_TRIALS_TAG = "kdray.planned_trials"
+
+
+def restored_tuner(path: Path, trainable) -> tune.Tuner | None:
+    """The Tune experiment at `path`, restored, or None when there is none to restore.
+    Finished trials stay finished and interrupted ones start again; errored ones run again:
+    one that failed before fails at once with its reason (kdray.trial.driver), one stopped
+    by a tracking outage goes on."""
+    if not tune.Tuner.can_restore(path):
+        return None
+    return tune.Tuner.restore(
+        str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
+    )

@@ -41,13 +41,14 @@ from kdray.study.runtime import (
     deliver_kept_results,
     find_unfinished_study,
     in_flight_text,
+    restored_tuner,
     stopped_early,
     trials_in_flight,
 )
 from kdray.study.trials import run_label
 from kdray.teacher.signal import choose_teacher_signal
 from kdray.tracking.outage import StudyOutage, bound_http_retries
-from kdray.tracking.runs import RunLogger, resolve_tracking_uri
+from kdray.tracking.runs import RunLogger, mark_failed, resolve_tracking_uri, sqlite_path
 from kdray.trial.driver import driver_resources, run_trial
 
 SEARCH_METRIC = "val_score"
@@ -187,10 +188,8 @@ def search_plans(config: StudyConfig, search: SearchConfig) -> StudyConfig:
 
 def optuna_storage(tracking_uri: str, cache_root: Path) -> str:
     """`optuna.db` beside a SQLite MLflow store, else in the kdray cache."""
-    if tracking_uri.startswith("sqlite:///"):
-        folder = Path(tracking_uri.removeprefix("sqlite:///")).parent
-    else:
-        folder = cache_root
+    store = sqlite_path(tracking_uri)
+    folder = store.parent if store else cache_root
     return f"sqlite:///{folder / 'optuna.db'}"
 
 
@@ -218,7 +217,7 @@ def run_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
     try:
         return _search_students(config, search, state, study.tracking_uri, study.parent_id)
     except BaseException:
-        study.client.set_terminated(study.parent_id, RunStatus.to_string(RunStatus.FAILED))
+        mark_failed(study.client, study.parent_id)
         raise
 
 
@@ -265,10 +264,8 @@ def _search_tuner(
     name = state["names"][student]
     path = Path(state["context"]["storage_path"]) / name
     trainable = _trainable(state["context"], state["templates"][student])
-    if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(  # failed trials fail again at once (kdray.trial)
-            str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
-        )
+    if restored := restored_tuner(path, trainable):
+        return restored
     base_lr = config.student_train.learning_rate
     concurrent = trials_in_flight(config)
     say(f"searching {student}: {search.num_samples} trials, {in_flight_text(concurrent)}")
@@ -326,10 +323,8 @@ def confirm_tuner(
     name = f"{state['names'][student]}-confirm-{of}"
     path = Path(state["context"]["storage_path"]) / name
     trainable = _trainable(state["context"], state["templates"][student])
-    if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(  # failed trials fail again at once (kdray.trial)
-            str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
-        )
+    if restored := restored_tuner(path, trainable):
+        return restored
     seeds = list(range(1, search.confirm_seeds))
     say(f"confirming {student}'s pick {sample_name(pick)} with seeds {seeds}")
     return tune.Tuner(

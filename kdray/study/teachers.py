@@ -82,17 +82,15 @@ def prepare_teacher(
 def _evaluate_base_model(spec_dict: dict, staging: str) -> None:
     """A task-unaware teacher's folder: the base model and tokenizer, its metrics and test
     predictions (written by the same evaluation as every trial)."""
-    import torch
     from transformers import AutoTokenizer
 
     from kdray.eval.evaluate import evaluate
-    from kdray.models import load_model, quiet_libraries
+    from kdray.models import inference_device, load_model, quiet_libraries
 
     quiet_libraries()
     spec = RunSpec.from_dict(spec_dict)
     out = Path(staging)
-    device = torch.device("cuda" if spec.train.use_gpu else "cpu")
-    dtype = torch.bfloat16 if spec.train.use_gpu else torch.float32
+    device, dtype = inference_device(spec.train.use_gpu)
     model = load_model(spec.init_dir, device, dtype)
     model.save_pretrained(str(out), safe_serialization=True)  # a folder or a hub id alike
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
@@ -141,16 +139,14 @@ def prepare_teacher_responses(
 def _generate_responses(
     model_dir: str, data_dir: str, count: int | None, eval_config: EvalConfig, use_gpu: bool
 ) -> list[str]:
-    import torch
     from transformers import AutoTokenizer
 
     from kdray.data.examples import read_split
     from kdray.eval.responses import generate_responses
-    from kdray.models import load_model, quiet_libraries
+    from kdray.models import inference_device, load_model, quiet_libraries
 
     quiet_libraries()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    device = torch.device("cuda" if use_gpu else "cpu")
-    model = load_model(model_dir, device, torch.bfloat16 if use_gpu else torch.float32)
+    model = load_model(model_dir, *inference_device(use_gpu))
     problems = read_split(data_dir, "train")[:count]
     return generate_responses(model, tokenizer, problems, eval_config)

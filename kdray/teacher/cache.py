@@ -26,6 +26,7 @@ from safetensors.torch import save as save_safetensors
 from kdray.cache import CacheCorruptError, build_once, content_key, verify_checksums
 from kdray.data.batches import EncodedExample, collate
 from kdray.losses.divergences import TAIL_LOG_FLOOR, SparseTeacher
+from kdray.models import inference_device, load_model, quiet_libraries
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -111,11 +112,9 @@ def compute_shard(
     """One shard as safetensors bytes: loads the teacher where it runs (a Ray task's worker).
     With gpus > 1 (a teacher whose forward does not fit one GPU) the task holds that many GPUs
     and the teacher's layers are spread over them (transformers' device_map="auto")."""
-    from kdray.models import load_model, quiet_libraries
 
     quiet_libraries()
-    device = torch.device("cuda" if use_gpu else "cpu")
-    dtype = torch.bfloat16 if use_gpu else torch.float32
+    device, dtype = inference_device(use_gpu)
     if use_gpu and gpus > 1:
         model = load_model(teacher_dir, None, dtype, device_map="auto").eval()
         device = model.get_input_embeddings().weight.device

@@ -27,6 +27,7 @@ import torch
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from kdray.config.deepspeed import deepspeed_config
+from kdray.models import inference_device, load_model, quiet_libraries
 
 if TYPE_CHECKING:
     from kdray.config.run_spec import RunSpec
@@ -40,10 +41,6 @@ worker's core instead of reserving one (which 2-CPU machines do not have to spar
 class OnlineTeacher(Protocol):
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The teacher's raw logits for a batch, on the caller's device, without gradient."""
-
-
-def _teacher_dtype(use_gpu: bool) -> torch.dtype:
-    return torch.bfloat16 if use_gpu else torch.float32  # as the student's engine runs
 
 
 def _forward(model: torch.nn.Module, input_ids, attention_mask) -> torch.Tensor:
@@ -89,7 +86,6 @@ def zero3_inference_config(spec: RunSpec) -> dict:
 
 def online_teacher(spec: RunSpec, device: torch.device) -> OnlineTeacher:
     """The trial's teacher in its configured placement (inside a Train worker)."""
-    from kdray.models import load_model  # train_loop imports this module
 
     placement = spec.kd.teacher_placement
     if placement == "actor":
@@ -98,7 +94,7 @@ def online_teacher(spec: RunSpec, device: torch.device) -> OnlineTeacher:
                 "teacher_placement=actor needs a running server (RunSpec.teacher_server)"
             )
         return ActorTeacher(ray.get_actor(spec.teacher_server, SERVER_NAMESPACE), device)
-    dtype = _teacher_dtype(spec.train.use_gpu)
+    _, dtype = inference_device(spec.train.use_gpu)
     if placement == "replica":
         return ReplicaTeacher(
             load_model(spec.teacher_dir, device, dtype).eval().requires_grad_(False)
@@ -120,13 +116,12 @@ class TeacherServer:
     """The `actor` placement: one teacher answering the trial's workers."""
 
     def __init__(self, teacher_dir: str, use_gpu: bool, threads: int) -> None:
-        from kdray.models import load_model, quiet_libraries
 
         quiet_libraries()
         if not use_gpu:
             torch.set_num_threads(threads)
-        self.device = torch.device("cuda") if use_gpu else torch.device("cpu")
-        self.model = load_model(teacher_dir, self.device, _teacher_dtype(use_gpu)).eval()
+        self.device, dtype = inference_device(use_gpu)
+        self.model = load_model(teacher_dir, self.device, dtype).eval()
         self.model.requires_grad_(False)
 
     def ready(self) -> bool:

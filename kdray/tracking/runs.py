@@ -35,10 +35,23 @@ PINNED_PACKAGES = (
 _MAX_PARAM_LENGTH = 6000
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` store; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def missing_sqlite_store(uri: str) -> bool:
     """True for a SQLite store whose file does not exist: opening it would create it, so a
     reader that only looks must check first."""
-    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+    path = sqlite_path(uri)
+    return path is not None and not path.is_file()
+
+
+def mark_failed(client, run_id: str) -> None:
+    """Close a run FAILED (the one way kdray ends a run that did not finish)."""
+    from mlflow.entities import RunStatus  # MLflow loads only once a run exists
+
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
 
 
 def resolve_tracking_uri(flag: str | None = None) -> str:
@@ -64,8 +77,8 @@ def resolve_tracking_uri(flag: str | None = None) -> str:
 def artifact_root_for(uri: str) -> str | None:
     """For a SQLite store, artifacts live in `mlartifacts/` beside the database file so that
     every process (driver, Train workers) finds them whatever its working directory."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    if path := sqlite_path(uri):
+        return (path.parent / "mlartifacts").resolve().as_uri()
     return None
 
 

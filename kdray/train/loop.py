@@ -1,7 +1,8 @@
-"""The training loop each Ray Train worker runs: setup, steps, export, evaluate, report.
+"""The training loop each Ray Train worker runs: setup → restore → steps → export → evaluate →
+report, in that order (`train_worker` reads as that list).
 
-One readable loop with a fixed life cycle. Every rank calls ray.train.report the same
-number of times (Train hangs otherwise); rank 0 writes to MLflow and evaluates."""
+Every rank calls ray.train.report the same number of times (Train hangs otherwise); rank 0
+writes to MLflow and evaluates."""
 
 from __future__ import annotations
 
@@ -12,37 +13,34 @@ import random
 import resource
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import ray.train
 import torch
 from transformers import AutoTokenizer
 
+from kdray.config.run import TrainConfig
 from kdray.config.run_spec import RunSpec
-from kdray.data.batches import (
-    IGNORE_INDEX,
-    collate,
-    length_grouped_batches,
-)
+from kdray.data.batches import IGNORE_INDEX, EncodedExample, collate, length_grouped_batches
 from kdray.data.examples import read_split, trial_examples
 from kdray.eval.evaluate import PREDICTIONS_FILE, evaluate
-from kdray.eval.responses import (
-    generate_responses,
-    mean_score,
-    score_responses,
-)
-from kdray.losses.divergences import restrict_to_vocab, training_loss
+from kdray.eval.responses import generate_responses, mean_score, score_responses
+from kdray.losses.divergences import SparseTeacher, restrict_to_vocab, training_loss
 from kdray.losses.on_policy import draw_on_policy, sample_batch
 from kdray.models import load_model, quiet_libraries
 from kdray.teacher.cache import TeacherCache
-from kdray.teacher.placement import online_teacher
+from kdray.teacher.placement import OnlineTeacher, online_teacher
 from kdray.tracking.outage import BufferedRunLogger, bound_http_retries
 from kdray.train.checkpoint import LoopState, restore_checkpoint, run_fingerprint, save_checkpoint
 from kdray.train.engine import create_engine, full_state_dict, load_trainable_state, trainable_state
 from kdray.train.lora import merged_lora_model, trainable_parameters, with_lora
 
 METRICS_FILE = "metrics.json"
+FAILURE_KEY = "kdray_failure"
+"""A report carrying this key ends the run as failed (the reason is its value)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -51,6 +49,92 @@ class NonFiniteLossError(RuntimeError):
 
 def train_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point: `config` is RunSpec.to_dict()."""
+    worker = setup_worker(config)
+    progress = restore(worker, config)
+    clock = StepClock(progress.train_seconds)
+    failure = train_steps(worker, progress, clock)
+    if failure:
+        report_failure(failure, worker.rank)
+        return
+    clock.stop()
+    state = final_state(worker, progress)
+    metrics = final_metrics(worker, progress, clock)
+    if worker.rank != 0:
+        ray.train.report(metrics)
+        return
+    export_evaluate_and_report(worker, progress, state, metrics)
+
+
+# --- setup
+
+
+class TeacherSource(Protocol):
+    def logits(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor | SparseTeacher:
+        """The teacher's signal for a collated batch of `split`, over the student's vocab."""
+
+
+@dataclass
+class OnlineTeacherSource:
+    """A teacher that runs in the trial (any placement): its logits, trimmed to the vocab."""
+
+    teacher: OnlineTeacher
+    vocab: int
+
+    def logits(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        raw = self.teacher.logits(batch["input_ids"], batch["attention_mask"])
+        return restrict_to_vocab(raw, self.vocab)
+
+
+@dataclass
+class CachedTeacherSource:
+    """A teacher read from its log-prob cache, by the batch's dataset indices."""
+
+    cache: TeacherCache
+    examples: dict[str, list[EncodedExample]]
+    device: torch.device
+
+    def logits(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor | SparseTeacher:
+        indices = batch["example_index"].tolist()
+        chosen = [self.examples[split][i] for i in indices]
+        signal = self.cache.signal(split, indices, chosen, batch["input_ids"].shape[1])
+        return signal.to(self.device)
+
+
+@dataclass
+class Worker:
+    """What one Train worker holds for its run, built once by `setup_worker`."""
+
+    spec: RunSpec
+    train: TrainConfig
+    """spec.train with the step count resolved for this world size."""
+    rank: int
+    world_size: int
+    device: torch.device
+    tokenizer: Any
+    examples: dict[str, list[EncodedExample]]
+    """`train`, and `validation` when the run validates (eval_every)."""
+    batches: Iterator[list[int]]
+    engine: Any
+    teacher: TeacherSource | None
+    noise: torch.Generator
+    on_policy_rng: random.Random
+    score_items: list[dict[str, str]]
+    """Validation items scored greedily at each report (report_val_score)."""
+    logger: BufferedRunLogger | None
+    spool: Any = None
+    """The folder that keeps the logger's unsent files (lives as long as the worker)."""
+    nodes: list[str] = field(default_factory=list)
+    """The Ray node ids of all ranks (known at the end of training)."""
+
+    @property
+    def synced(self) -> bool:
+        """ZeRO-3 forwards are collectives: generation must keep every rank in step."""
+        return self.train.zero_stage == 3 and self.world_size > 1
+
+
+def setup_worker(config: dict[str, Any]) -> Worker:
+    """Device, seeds, logger, data, model, teacher and engine, in this order (the RNG draws
+    of LoRA and the engine depend on it)."""
     spec = RunSpec.from_dict(config)
     quiet_libraries()
     context = ray.train.get_context()
@@ -64,12 +148,11 @@ def train_worker(config: dict[str, Any]) -> None:
         torch.set_num_threads(max(1, round(spec.train.cpus_per_worker)))
     torch.manual_seed(spec.train.seed + rank)
     bound_http_retries()
-    logger = None
+    logger, spool = None, None
     if rank == 0 and spec.run_id:  # keeps what it cannot send while the server is away
         spool = tempfile.TemporaryDirectory(prefix="kdray-unsent-")
         logger = BufferedRunLogger(spec.tracking_uri, spec.run_id, Path(spool.name))
 
-    # --- setup
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
     examples = {"train": trial_examples(spec, tokenizer, "train")}
     train = dataclasses.replace(
@@ -82,215 +165,294 @@ def train_worker(config: dict[str, Any]) -> None:
     model = load_model(spec.init_dir, device)
     if train.finetune == "lora":
         model = with_lora(model, train)
-    teacher, cache = None, None
-    if spec.kd.needs_teacher_logits and spec.teacher_cache:
-        cache = TeacherCache(spec.teacher_cache, spec.kd.loss_tokens)  # verified on load
-    elif spec.kd.needs_teacher_logits:
-        teacher = online_teacher(spec, device)
+    teacher = teacher_source(spec, examples, device, len(tokenizer))
     engine = create_engine(model, train)
     noise = torch.Generator(device=device).manual_seed(spec.train.seed * 7919 + rank)
     on_policy_rng = random.Random(spec.train.seed * 104729 + rank)
-    vocab = len(tokenizer)
-    accumulate = spec.train.grad_accum_steps
-
-    def next_micro_batch() -> tuple[dict[str, torch.Tensor], bool]:
-        indices = next(batches)
-        batch = collate(
-            [examples["train"][i] for i in indices], tokenizer.pad_token_id, spec.kd.loss_tokens
-        )
-        batch = {k: v.to(device) for k, v in batch.items()}
-        batch["example_index"] = torch.tensor(indices)
-        if spec.kd.method != "gkd" or not draw_on_policy(on_policy_rng, spec.kd.on_policy_fraction):
-            return batch, False
-        sampled = sample_batch(
-            engine.module, batch, tokenizer.pad_token_id, tokenizer.eos_token_id,
-            spec.kd.temperature, spec.eval.max_new_tokens, spec.kd.loss_tokens,
-            synced_gpus=spec.train.zero_stage == 3 and world_size > 1,
-        )  # fmt: skip
-        return sampled, True
-
-    def forward_loss(batch, normalizer: int, generator, split: str = "train") -> torch.Tensor:
-        inputs = {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"],
-            "use_cache": False,  # no KV cache in training forwards
-        }
-        student_logits = restrict_to_vocab(engine(**inputs).logits, vocab)
-        teacher_logits = None
-        if teacher is not None:
-            raw = teacher.logits(batch["input_ids"], batch["attention_mask"])
-            teacher_logits = restrict_to_vocab(raw, vocab)
-        elif cache is not None:
-            indices = batch["example_index"].tolist()
-            chosen = [examples[split][i] for i in indices]
-            signal = cache.signal(split, indices, chosen, batch["input_ids"].shape[1])
-            teacher_logits = signal.to(device)
-        loss, _ = training_loss(
-            student_logits, batch["labels"], spec.kd, teacher_logits, generator,
-            normalizer=normalizer,
-        )  # fmt: skip
-        return loss
-
     if train.eval_every:
         examples["validation"] = trial_examples(spec, tokenizer, "validation")
-    validation = examples.get("validation", [])
-
-    @torch.no_grad()
-    def validation_loss() -> float:
-        """The run's own loss on the validation split (every rank computes all of it: under
-        ZeRO-3 each forward is a collective anyway), with the same noise draw each time."""
-        engine.eval()
-        batches = []
-        for first in range(0, len(validation), train.batch_size):
-            indices = list(range(first, min(first + train.batch_size, len(validation))))
-            chosen = [validation[i] for i in indices]
-            batch = collate(chosen, tokenizer.pad_token_id, spec.kd.loss_tokens)
-            batches.append({**batch, "example_index": torch.tensor(indices)})
-        tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-        generator = torch.Generator(device=device).manual_seed(train.seed)
-        total = 0.0
-        for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            total += forward_loss(batch, max(tokens, 1), generator, "validation").item()
-        engine.train()
-        return total
-
     score_items = (
         read_split(spec.data_dir, "validation")[: train.report_val_score]
         if train.report_val_score
         else []
     )
-    synced = train.zero_stage == 3 and world_size > 1  # ZeRO-3 forwards are collectives
+    return Worker(
+        spec, train, rank, world_size, device, tokenizer, examples, batches, engine, teacher,
+        noise, on_policy_rng, score_items, logger, spool,
+    )  # fmt: skip
 
-    def validation_score() -> float:
-        """Greedy score of the model as it is now on the first validation items (every rank
-        computes it, so every rank reports the same; ASHA and Optuna compare trials on it)."""
-        greedy = dataclasses.replace(spec.eval, decoding="greedy")
-        responses = generate_responses(engine.module, tokenizer, score_items, greedy, synced)
-        engine.train()
-        return mean_score(score_responses(score_items, responses, spec.domain))
 
-    # --- steps (from the latest checkpoint when Ray Train restarted failed workers)
+def teacher_source(
+    spec: RunSpec, examples: dict[str, list[EncodedExample]], device: torch.device, vocab: int
+) -> TeacherSource | None:
+    """The run's teacher signal: its cache when it has one, else the teacher online; None
+    for methods that take no teacher logits."""
+    if spec.kd.needs_teacher_logits and spec.teacher_cache:
+        cache = TeacherCache(spec.teacher_cache, spec.kd.loss_tokens)  # verified on load
+        return CachedTeacherSource(cache, examples, device)
+    if spec.kd.needs_teacher_logits:
+        return OnlineTeacherSource(online_teacher(spec, device), vocab)
+    return None
+
+
+# --- restore
+
+
+def restore(worker: Worker, config: dict[str, Any]) -> LoopState:
+    """The loop's state: fresh, or from the latest checkpoint when Ray Train restarted failed
+    workers (weights, optimizer, RNG states and the data position all restored)."""
+    device, rank = worker.device, worker.rank
     progress = LoopState(run_fingerprint(config))
     restored = restore_checkpoint(
-        ray.train.get_checkpoint(), engine, progress.fingerprint, rank,
-        agree=lambda bad: global_sum(float(bad), device, world_size) > 0,
+        ray.train.get_checkpoint(), worker.engine, progress.fingerprint, rank,
+        agree=lambda bad: global_sum(float(bad), device, worker.world_size) > 0,
     )  # fmt: skip
     if restored:
         progress, python_rng, rngs = restored
-        on_policy_rng.setstate(python_rng)
-        noise.set_state(rngs["noise"])
+        worker.on_policy_rng.setstate(python_rng)
+        worker.noise.set_state(rngs["noise"])
         torch.set_rng_state(rngs["torch"])
         if "cuda" in rngs:
             torch.cuda.set_rng_state(rngs["cuda"], device)
-        for _ in range(progress.step * accumulate):  # the data position: batches already used
-            next(batches)
+        for _ in range(progress.step * worker.spec.train.grad_accum_steps):  # batches used
+            next(worker.batches)
         if rank == 0:
-            print(f"[kdray] {spec.model_name}: resuming at step {progress.step} from a checkpoint")
-    if logger:  # a restarted run does not log again the points it logged before it failed
+            name = worker.spec.model_name
+            print(f"[kdray] {name}: resuming at step {progress.step} from a checkpoint")
+    if worker.logger:  # a restarted run does not log again the points it logged before
         names = [*progress.curves, "val_score"]
-        logger.continue_curves(names, progress.delivered, fresh=restored is None)
+        worker.logger.continue_curves(names, progress.delivered, fresh=restored is None)
+    return progress
 
-    def rng_states() -> dict[str, torch.Tensor]:
-        states = {"noise": noise.get_state(), "torch": torch.get_rng_state()}
-        if spec.train.use_gpu:
-            states["cuda"] = torch.cuda.get_rng_state(device)
-        return states
 
-    curves = progress.curves
-    seconds_before = progress.train_seconds
-    started = time.perf_counter()
-    window_started, window_tokens = started, 0
-    failure = None
+def rng_states(worker: Worker) -> dict[str, torch.Tensor]:
+    states = {"noise": worker.noise.get_state(), "torch": torch.get_rng_state()}
+    if worker.spec.train.use_gpu:
+        states["cuda"] = torch.cuda.get_rng_state(worker.device)
+    return states
+
+
+# --- steps
+
+
+@dataclass
+class StepClock:
+    """Seconds of the step loop (over every attempt) and the token-throughput window."""
+
+    seconds_before: float
+    """Step-loop seconds of earlier attempts (a restored run)."""
+    started: float = field(default_factory=time.perf_counter)
+    window_started: float = 0.0
+    window_tokens: int = 0
+    attempt_seconds: float = 0.0
+    """Seconds of this attempt's step loop (set by `stop`)."""
+
+    def __post_init__(self) -> None:
+        self.window_started = self.started
+
+    def tokens_per_second(self, world_size: int) -> float:
+        return self.window_tokens * world_size / (time.perf_counter() - self.window_started)
+
+    def stop(self) -> None:
+        self.attempt_seconds = time.perf_counter() - self.started
+
+    def new_window(self) -> None:
+        self.window_started, self.window_tokens = time.perf_counter(), 0
+
+
+def train_steps(worker: Worker, progress: LoopState, clock: StepClock) -> str | None:
+    """The optimizer steps from where `progress` stands to the last; the failure reason if
+    the loss stopped being finite (every rank stops at the same step)."""
+    train, curves = worker.train, progress.curves
     for step in range(progress.step + 1, train.steps + 1):
-        micro_batches = [next_micro_batch() for _ in range(accumulate)]
-        progress.on_policy_batches += sum(sampled for _, sampled in micro_batches)
-        window_tokens += sum(int(b["attention_mask"].sum()) for b, _ in micro_batches)
-        # The step's loss is a mean over all its scored tokens, whatever the micro-batching.
-        step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, _ in micro_batches)
-        step_loss = 0.0
-        curves["lr"].append((step, engine.get_lr()[0]))
-        for batch, _ in micro_batches:
-            loss = forward_loss(batch, max(step_tokens, 1), noise)
-            # Every rank stops at the same step: a NaN on any rank is NaN in the sum.
-            if not math.isfinite(overall := global_sum(loss.item(), device, world_size)):
-                failure = f"loss became {overall} at step {step}"
-                break
-            engine.backward(loss * accumulate)  # DeepSpeed divides by the accumulation steps
-            engine.step()
-            step_loss += loss.item()
-        if failure:
-            break
+        step_loss = train_step(worker, step, progress, clock)
+        if isinstance(step_loss, str):
+            return step_loss
         curves["train_loss"].append((step, step_loss))
         if train.eval_every and (step % train.eval_every == 0 or step == train.steps):
-            loss = validation_loss()
+            loss = validation_loss(worker)
             curves["val_loss"].append((step, loss))
             if progress.best_loss is None or loss < progress.best_loss:
                 progress.best_loss, progress.best_step = loss, step
-                progress.best_weights = trainable_state(engine, train.zero_stage)
+                progress.best_weights = trainable_state(worker.engine, train.zero_stage)
         if step % train.report_every == 0 and step < train.steps:
-            now = time.perf_counter()
-            speed = window_tokens * world_size / (now - window_started)
-            curves["tokens_per_second"].append((step, speed))
-            report = {"step": step, "train_loss": _recent_mean(curves["train_loss"])}
-            if score_items:
-                report["val_score"] = validation_score()
-            if logger:
-                logger.log_curves({k: curves[k] for k in ("train_loss", "lr", "tokens_per_second")})
-                if "val_score" in report:
-                    logger.log_curves({"val_score": [(step, report["val_score"])]})
-            progress.step, progress.train_seconds = step, seconds_before + now - started
-            progress.delivered = dict(logger.delivered) if logger else {}
-            if train.checkpoints_at(step):
-                with tempfile.TemporaryDirectory() as folder:
-                    states = rng_states()
-                    save_checkpoint(Path(folder), engine, progress, on_policy_rng, states, rank)
-                    ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
-            else:
-                ray.train.report(report)
-            window_started, window_tokens = time.perf_counter(), 0
-    if failure:
-        report_failure(failure, rank)
-        return
-    attempt_seconds = time.perf_counter() - started
+            report_progress(worker, step, progress, clock)
+    return None
 
-    # --- export, evaluate, report
+
+def train_step(worker: Worker, step: int, progress: LoopState, clock: StepClock) -> float | str:
+    """One optimizer step over its micro-batches: the step's loss, or why it failed."""
+    engine, accumulate = worker.engine, worker.spec.train.grad_accum_steps
+    micro_batches = [next_micro_batch(worker) for _ in range(accumulate)]
+    progress.on_policy_batches += sum(sampled for _, sampled in micro_batches)
+    clock.window_tokens += sum(int(b["attention_mask"].sum()) for b, _ in micro_batches)
+    # The step's loss is a mean over all its scored tokens, whatever the micro-batching.
+    step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b, _ in micro_batches)
+    step_loss = 0.0
+    progress.curves["lr"].append((step, engine.get_lr()[0]))
+    for batch, _ in micro_batches:
+        loss = forward_loss(worker, batch, max(step_tokens, 1), worker.noise)
+        # Every rank stops at the same step: a NaN on any rank is NaN in the sum.
+        if not math.isfinite(overall := global_sum(loss.item(), worker.device, worker.world_size)):
+            return f"loss became {overall} at step {step}"
+        engine.backward(loss * accumulate)  # DeepSpeed divides by the accumulation steps
+        engine.step()
+        step_loss += loss.item()
+    return step_loss
+
+
+def next_micro_batch(worker: Worker) -> tuple[dict[str, torch.Tensor], bool]:
+    """The next training micro-batch on the device, or (gkd, with probability λ) one the
+    student sampled itself; True when it is on-policy."""
+    spec, tokenizer = worker.spec, worker.tokenizer
+    indices = next(worker.batches)
+    batch = collate(
+        [worker.examples["train"][i] for i in indices], tokenizer.pad_token_id, spec.kd.loss_tokens
+    )
+    batch = {k: v.to(worker.device) for k, v in batch.items()}
+    batch["example_index"] = torch.tensor(indices)
+    if spec.kd.method != "gkd" or not draw_on_policy(
+        worker.on_policy_rng, spec.kd.on_policy_fraction
+    ):
+        return batch, False
+    sampled = sample_batch(
+        worker.engine.module, batch, tokenizer.pad_token_id, tokenizer.eos_token_id,
+        spec.kd.temperature, spec.eval.max_new_tokens, spec.kd.loss_tokens,
+        synced_gpus=spec.train.zero_stage == 3 and worker.world_size > 1,
+    )  # fmt: skip
+    return sampled, True
+
+
+def forward_loss(
+    worker: Worker, batch, normalizer: int, generator, split: str = "train"
+) -> torch.Tensor:
+    """The run's loss on a batch: the student's forward, the teacher's signal, the method."""
+    inputs = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "use_cache": False,  # no KV cache in training forwards
+    }
+    student_logits = restrict_to_vocab(worker.engine(**inputs).logits, len(worker.tokenizer))
+    teacher_logits = worker.teacher.logits(batch, split) if worker.teacher else None
+    loss, _ = training_loss(
+        student_logits, batch["labels"], worker.spec.kd, teacher_logits, generator,
+        normalizer=normalizer,
+    )  # fmt: skip
+    return loss
+
+
+@torch.no_grad()
+def validation_loss(worker: Worker) -> float:
+    """The run's own loss on the validation split (every rank computes all of it: under
+    ZeRO-3 each forward is a collective anyway), with the same noise draw each time."""
+    engine, train, validation = worker.engine, worker.train, worker.examples["validation"]
+    engine.eval()
+    batches = []
+    for first in range(0, len(validation), train.batch_size):
+        indices = list(range(first, min(first + train.batch_size, len(validation))))
+        chosen = [validation[i] for i in indices]
+        batch = collate(chosen, worker.tokenizer.pad_token_id, worker.spec.kd.loss_tokens)
+        batches.append({**batch, "example_index": torch.tensor(indices)})
+    tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+    generator = torch.Generator(device=worker.device).manual_seed(train.seed)
+    total = 0.0
+    for batch in batches:
+        batch = {k: v.to(worker.device) for k, v in batch.items()}
+        total += forward_loss(worker, batch, max(tokens, 1), generator, "validation").item()
+    engine.train()
+    return total
+
+
+def validation_score(worker: Worker) -> float:
+    """Greedy score of the model as it is now on the first validation items (every rank
+    computes it, so every rank reports the same; ASHA and Optuna compare trials on it)."""
+    spec, items = worker.spec, worker.score_items
+    greedy = dataclasses.replace(spec.eval, decoding="greedy")
+    responses = generate_responses(
+        worker.engine.module, worker.tokenizer, items, greedy, worker.synced
+    )
+    worker.engine.train()
+    return mean_score(score_responses(items, responses, spec.domain))
+
+
+def report_progress(worker: Worker, step: int, progress: LoopState, clock: StepClock) -> None:
+    """A progress report to Ray Train (Tune's ASHA and Optuna read it), its curves to MLflow,
+    and a checkpoint when this step keeps one."""
+    curves, logger = progress.curves, worker.logger
+    now = time.perf_counter()
+    speed = clock.window_tokens * worker.world_size / (now - clock.window_started)
+    curves["tokens_per_second"].append((step, speed))
+    report = {"step": step, "train_loss": _recent_mean(curves["train_loss"])}
+    if worker.score_items:
+        report["val_score"] = validation_score(worker)
+    if logger:
+        logger.log_curves({k: curves[k] for k in ("train_loss", "lr", "tokens_per_second")})
+        if "val_score" in report:
+            logger.log_curves({"val_score": [(step, report["val_score"])]})
+    progress.step, progress.train_seconds = step, clock.seconds_before + now - clock.started
+    progress.delivered = dict(logger.delivered) if logger else {}
+    if worker.train.checkpoints_at(step):
+        with tempfile.TemporaryDirectory() as folder:
+            states = rng_states(worker)
+            save_checkpoint(
+                Path(folder), worker.engine, progress, worker.on_policy_rng, states, worker.rank
+            )
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    else:
+        ray.train.report(report)
+    clock.new_window()
+
+
+# --- export, evaluate, report
+
+
+def final_state(worker: Worker, progress: LoopState) -> dict[str, torch.Tensor]:
+    """The full weights at the best validation loss (or the last step), on every rank: under
+    ZeRO-3 both the restore of the best weights and the gather are collectives."""
+    engine, train = worker.engine, worker.train
     if progress.best_weights is not None:
         load_trainable_state(engine, train.zero_stage, progress.best_weights)
-    state = full_state_dict(engine, train.zero_stage)
+    return full_state_dict(engine, train.zero_stage)
+
+
+def final_metrics(worker: Worker, progress: LoopState, clock: StepClock) -> dict[str, Any]:
+    """The run's training metrics (every rank computes them: worker_nodes is a collective)."""
+    train, attempt_seconds = worker.train, clock.attempt_seconds
     metrics = {
         "step": train.steps,
-        "train_loss": _recent_mean(curves["train_loss"]),
-        "train_seconds": seconds_before + attempt_seconds,
+        "train_loss": _recent_mean(progress.curves["train_loss"]),
+        "train_seconds": clock.seconds_before + attempt_seconds,
         "steps_per_second": (train.steps - (progress.resumed_from or 0)) / attempt_seconds,
-        "tokens_per_second": window_tokens * world_size / (time.perf_counter() - window_started),
+        "tokens_per_second": clock.tokens_per_second(worker.world_size),
         "on_policy_batches": progress.on_policy_batches,
-        "trainable_parameters": trainable_parameters(engine.module),
+        "trainable_parameters": trainable_parameters(worker.engine.module),
         "peak_rss_mib": peak_rss_mib(),
         "restarts": progress.restarts,
     }
     if progress.resumed_from is not None:
         metrics["resumed_from_step"] = progress.resumed_from
-    if spec.train.use_gpu:
-        metrics["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    nodes = worker_nodes(world_size)
-    metrics["worker_nodes"] = len(nodes)
+    if worker.spec.train.use_gpu:
+        metrics["peak_gpu_mib"] = torch.cuda.max_memory_allocated(worker.device) / 2**20
+    worker.nodes = worker_nodes(worker.world_size)
+    metrics["worker_nodes"] = len(worker.nodes)
     if progress.best_step is not None:
         metrics.update(best_val_loss=progress.best_loss, best_step=progress.best_step)
-    if rank != 0:
-        ray.train.report(metrics)
-        return
+    return metrics
+
+
+def export_evaluate_and_report(
+    worker: Worker, progress: LoopState, state: dict[str, torch.Tensor], metrics: dict[str, Any]
+) -> None:
+    """(rank 0) The model at its best validation loss (or last step) written as an ordinary
+    Hugging Face folder, evaluated, logged to MLflow and reported with its checkpoint."""
+    spec, train, tokenizer, device = worker.spec, worker.train, worker.tokenizer, worker.device
     with tempfile.TemporaryDirectory() as folder:
-        if train.finetune == "lora":  # merged: an ordinary model folder, like full FT's
-            merged = merged_lora_model(load_model(spec.init_dir, device), state, train)
-            merged.save_pretrained(folder, safe_serialization=True)
-        else:
-            engine.module.save_pretrained(folder, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
+        export_model(worker, state, Path(folder))
         metrics.update(evaluate(spec, load_model(folder, device), tokenizer, Path(folder)))
         (Path(folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
-        if logger:
-            logger.set_tags({"kdray.worker_nodes": ",".join(nodes)})  # Ray node ids
+        if logger := worker.logger:
+            curves = progress.curves
+            logger.set_tags({"kdray.worker_nodes": ",".join(worker.nodes)})  # Ray node ids
             logger.log_curves({k: curves[k] for k in ("train_loss", "lr", "val_loss")})
             final = {k: v for k, v in metrics.items() if k not in ("step", "train_loss")}
             logger.log_metrics(final, step=train.steps)
@@ -301,6 +463,20 @@ def train_worker(config: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
+def export_model(worker: Worker, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """The trained student as a safetensors model folder with its tokenizer (LoRA merged)."""
+    engine, train = worker.engine, worker.train
+    if train.finetune == "lora":  # merged: an ordinary model folder, like full FT's
+        merged = merged_lora_model(load_model(worker.spec.init_dir, worker.device), state, train)
+        merged.save_pretrained(folder, safe_serialization=True)
+    else:
+        engine.module.save_pretrained(folder, state_dict=state, safe_serialization=True)
+    worker.tokenizer.save_pretrained(folder)
+
+
+# --- collectives and small helpers
+
+
 def worker_nodes(world_size: int) -> list[str]:
     """The Ray node ids of all ranks (a collective: every rank calls it), sorted, unique."""
     mine = ray.get_runtime_context().get_node_id()
@@ -309,10 +485,6 @@ def worker_nodes(world_size: int) -> list[str]:
     everyone: list[str] = [""] * world_size
     torch.distributed.all_gather_object(everyone, mine)
     return sorted(set(everyone))
-
-
-FAILURE_KEY = "kdray_failure"
-"""A report carrying this key ends the run as failed (the reason is its value)."""
 
 
 def report_failure(reason: str, rank: int) -> None:

@@ -42,7 +42,7 @@ def build_trainer(spec: RunSpec, name: str, storage_path: Path, callbacks=()) ->
         run_config=RunConfig(
             name=name,
             storage_path=str(storage_path),
-            # A dead worker restarts the group from the latest checkpoint (train_loop).
+            # A dead worker restarts the group from the latest checkpoint (kdray.train.loop).
             failure_config=FailureConfig(max_failures=train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest is enough
             callbacks=list(callbacks),

@@ -20,7 +20,13 @@ from kdray.config.run import flatten
 from kdray.config.run_spec import RunSpec
 from kdray.errors import TrackingUnreachableError
 from kdray.tracking.outage import StudyOutage, UnsentOps, bound_http_retries, wait_for_tracking
-from kdray.tracking.runs import PARENT_TAG, RUN_NAME_TAG, RunLogger, package_versions
+from kdray.tracking.runs import (
+    PARENT_TAG,
+    RUN_NAME_TAG,
+    RunLogger,
+    mark_failed,
+    package_versions,
+)
 from kdray.train.loop import FAILURE_KEY, METRICS_FILE
 from kdray.train.run import fit
 
@@ -77,7 +83,7 @@ def open_child_run(client: MlflowClient, study: dict[str, Any], plan: dict[str, 
 
 
 class TrialReportCallback(TuneReportCallback):
-    """Rank 0's reports to Tune, but a failure report (train_loop.report_failure), which
+    """Rank 0's reports to Tune, but a failure report (kdray.train.loop.report_failure), which
     carries none of the metrics Tune's scheduler checks for; the trial fails instead."""
 
     def after_report(self, run_context, metrics, checkpoint):
@@ -150,7 +156,7 @@ def _mark_failed(client: MlflowClient, logger: RunLogger, reason: str) -> None:
     if client.get_run(logger.run_id).info.status != "RUNNING":
         return
     logger.set_tags({FAILURE_TAG: reason})
-    client.set_terminated(logger.run_id, RunStatus.to_string(RunStatus.FAILED))
+    mark_failed(client, logger.run_id)
 
 
 def _log_config(logger: RunLogger, plan: dict[str, Any], spec: RunSpec) -> None:
