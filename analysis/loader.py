@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from kdray.config.run import TEACHER_KINDS, score_metric
 from kdray.errors import KdrayError
-from kdray.tracking.runs import missing_sqlite_store
+from kdray.tracking.stores import missing_sqlite_store
 
 SCHEMA_COLUMNS = (
     "study",
@@ -69,21 +69,28 @@ def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
     experiment_id = parent.info.experiment_id
-    rows = []
     children = _all_runs(client, [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
-    for run in children:
-        if run.info.status != "FINISHED":
-            continue
-        base = {c: run.data.params.get(c, "") for c in PARAM_COLUMNS}
-        base.update({m: run.data.metrics.get(m) for m in ("agreement", "fidelity")})
-        base.update(
-            metric=score_metric(base["domain"]),
-            run_id=run.info.run_id,
-            seed=run.data.params.get("seed"),
-            role="student",
-        )
-        per_task = task_scores(run.data.metrics) or {base["task"]: run.data.metrics.get("accuracy")}
-        rows += [{**base, "task": task, "accuracy": score} for task, score in per_task.items()]
+    rows = [row for run in children if run.info.status == "FINISHED" for row in _trial_rows(run)]
+    rows += _teacher_rows(parent)
+    return _typed(pd.DataFrame(rows, columns=[*SCHEMA_COLUMNS, *EXTRA_COLUMNS]))
+
+
+def _trial_rows(run) -> list[dict]:
+    """A finished trial's rows, one per task it was scored on."""
+    base = {c: run.data.params.get(c, "") for c in PARAM_COLUMNS}
+    base.update({m: run.data.metrics.get(m) for m in ("agreement", "fidelity")})
+    base.update(
+        metric=score_metric(base["domain"]),
+        run_id=run.info.run_id,
+        seed=run.data.params.get("seed"),
+        role="student",
+    )
+    per_task = task_scores(run.data.metrics) or {base["task"]: run.data.metrics.get("accuracy")}
+    return [{**base, "task": task, "accuracy": score} for task, score in per_task.items()]
+
+
+def _teacher_rows(parent) -> list[dict]:
+    """The teachers' rows (method `sft`, role `teacher`) from the parent run's metrics."""
     params, metrics = parent.data.params, parent.data.metrics
     teacher = {
         "study": params.get("study", ""),
@@ -94,13 +101,13 @@ def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
         "teacher_kind": params.get("teacher_kind", ""),
         "domain": params.get("domain", ""),
         "metric": score_metric(params.get("domain", "")),
-        "run_id": parent_run_id,
+        "run_id": parent.info.run_id,
         "role": "teacher",
     }
     per_task = task_scores(metrics, "teacher_")
     if not per_task and "teacher_accuracy" in metrics:
         per_task = {params.get("task", ""): metrics["teacher_accuracy"]}
-    rows += [{**teacher, "task": task, "accuracy": score} for task, score in per_task.items()]
+    rows = [{**teacher, "task": task, "accuracy": score} for task, score in per_task.items()]
     # Several teachers: `teachers/<name>/score/<task>`, or `teachers/<name>/<kind>/score/<task>`
     # when the study compares teacher kinds.
     prefixes = {}
@@ -117,7 +124,7 @@ def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
              "student_params_b": None}
             for task, score in scores.items()
         ]  # fmt: skip
-    return _typed(pd.DataFrame(rows, columns=[*SCHEMA_COLUMNS, *EXTRA_COLUMNS]))
+    return rows
 
 
 def study_parent_runs(

@@ -63,51 +63,58 @@ def build_sections(
     frame: pd.DataFrame, tests: pd.DataFrame, obs: pd.DataFrame, conventions: Conventions,
     source: str, figure_dir: Path,
 ) -> list[Section]:  # fmt: skip
+    """The report's sections in order: data, the main tests, the ablations (figures written
+    into figure_dir as they are made)."""
     task = conventions.average_task if (obs["task"] == conventions.average_task).any() else None
     task = task or (obs["task"].iloc[0] if not obs.empty else "")
+    sections = [_data_section(frame, obs, conventions, source, task)]
+    if not obs.empty:
+        sections += _test_sections(tests, obs, task, figure_dir)
+    return sections + _ablation_sections(frame, conventions, task, figure_dir)
+
+
+def _data_section(
+    frame: pd.DataFrame, obs: pd.DataFrame, conventions: Conventions, source: str, task: str
+) -> Section:
+    """Where the rows come from, what they hold and the conventions applied."""
     students = frame[frame["role"].fillna("student") != "teacher"]
+    return Section(
+        "Data and conventions",
+        [
+            f"Source: {source}.",
+            f"{len(frame[frame['task'] != task])} rows; {obs['student'].nunique()} "
+            "distilled students, methods "
+            f"{', '.join(sorted(students['method'].unique()))}, domains "
+            f"{', '.join(sorted(frame['domain'].fillna('').astype(str).unique()))}; "
+            f"{len(obs)} observations in the main tests.",
+            *conventions.describe(),
+        ],  # fmt: skip
+    )
+
+
+def _test_sections(
+    tests: pd.DataFrame, obs: pd.DataFrame, task: str, figure_dir: Path
+) -> list[Section]:
+    """The t-test of KD over SFT, the methods' ANOVA family and the Spearman correlations."""
+    spearman = _pick(tests, *[t for t in tests["test"].unique() if t.startswith("spearman_")])
     sections = [
         Section(
-            "Data and conventions",
+            "Does KD improve over SFT? (one-sided one-sample t-test)",
+            [headline(tests, task) + "."],
+            _pick(tests, "ttest_improvement"),
+            figures.improvement_by_method(obs, task, figure_dir / "improvement_by_method.png"),
+            "ttest_improvement",
+        ),
+        Section(
+            "Do the KD methods differ? (one-way ANOVA; Kruskal-Wallis, η², Tukey HSD)",
             [
-                f"Source: {source}.",
-                f"{len(frame[frame['task'] != task])} rows; {obs['student'].nunique()} "
-                "distilled students, methods "
-                f"{', '.join(sorted(students['method'].unique()))}, domains "
-                f"{', '.join(sorted(frame['domain'].fillna('').astype(str).unique()))}; "
-                f"{len(obs)} observations in the main tests.",
-                *conventions.describe(),
+                "Statistic: F for ANOVA, H for Kruskal-Wallis, η² (no p-value), and the mean "
+                "difference (first minus second) for Tukey HSD."
             ],  # fmt: skip
-        )
-    ]
-
-    def pick(*names: str) -> pd.DataFrame:
-        chosen = tests[tests["test"].isin(names)]
-        return chosen.sort_values(["domain", "task", "test", "group"])
-
-    if not obs.empty:
-        sections.append(
-            Section(
-                "Does KD improve over SFT? (one-sided one-sample t-test)",
-                [headline(tests, task) + "."],
-                pick("ttest_improvement"),
-                figures.improvement_by_method(obs, task, figure_dir / "improvement_by_method.png"),
-                "ttest_improvement",
-            )
-        )
-        sections.append(
-            Section(
-                "Do the KD methods differ? (one-way ANOVA; Kruskal-Wallis, η², Tukey HSD)",
-                [
-                    "Statistic: F for ANOVA, H for Kruskal-Wallis, η² (no p-value), and the mean "
-                    "difference (first minus second) for Tukey HSD."
-                ],  # fmt: skip
-                pick("anova_methods", "kruskal_methods", "eta_squared_methods", "tukey_hsd"),
-                latex="anova_methods",
-            )
-        )
-        spearman = pick(*[t for t in tests["test"].unique() if t.startswith("spearman_")])
-        section = Section(
+            _pick(tests, "anova_methods", "kruskal_methods", "eta_squared_methods", "tukey_hsd"),
+            latex="anova_methods",
+        ),
+        Section(
             "What does improvement go with? (Spearman correlations)",
             [
                 "Statistic: Spearman's ρ of improvement with each variable; n pairs. Variables "
@@ -116,27 +123,32 @@ def build_sections(
             ],  # fmt: skip
             spearman.dropna(subset=["statistic"]),
             latex="spearman",
-        )
-        sections.append(section)
-        for variable, label in (("student_size", "student size (B parameters)"),
-                                ("teacher_accuracy", "teacher accuracy")):  # fmt: skip
-            rho = spearman[(spearman["test"] == f"spearman_{variable}")
-                           & (spearman["group"] == "all") & (spearman["task"] == task)]  # fmt: skip
-            if obs[obs["task"] == task][variable].nunique() > 1:
-                sections.append(
-                    Section(
-                        f"Improvement vs {label}",
-                        figure=figures.improvement_vs(
-                            obs,
-                            variable,
-                            label,
-                            task,
-                            figure_dir / f"improvement_vs_{variable}.png",
-                            rho["statistic"].iloc[0] if len(rho) else float("nan"),
-                        ),
-                    )  # fmt: skip
-                )
+        ),
+    ]
+    for variable, label in (("student_size", "student size (B parameters)"),
+                            ("teacher_accuracy", "teacher accuracy")):  # fmt: skip
+        rho = spearman[(spearman["test"] == f"spearman_{variable}")
+                       & (spearman["group"] == "all") & (spearman["task"] == task)]  # fmt: skip
+        if obs[obs["task"] == task][variable].nunique() > 1:
+            figure = figures.improvement_vs(
+                obs, variable, label, task, figure_dir / f"improvement_vs_{variable}.png",
+                rho["statistic"].iloc[0] if len(rho) else float("nan"),
+            )  # fmt: skip
+            sections.append(Section(f"Improvement vs {label}", figure=figure))
+    return sections
 
+
+def _pick(tests: pd.DataFrame, *names: str) -> pd.DataFrame:
+    """The rows of the named tests, in the report's order."""
+    chosen = tests[tests["test"].isin(names)]
+    return chosen.sort_values(["domain", "task", "test", "group"])
+
+
+def _ablation_sections(
+    frame: pd.DataFrame, conventions: Conventions, task: str, figure_dir: Path
+) -> list[Section]:
+    """Temperature and noise, teacher kinds, agreement and fidelity, best settings."""
+    sections: list[Section] = []
     on_task = frame[frame["task"] == task] if task else frame
     for factor, title in (("temperature", "Accuracy vs temperature T"),
                           ("noise_sigma", "Accuracy vs teacher-logit noise σ")):  # fmt: skip

@@ -25,7 +25,12 @@ LAYERS = [
 """Bottom to top. A module may import its own unit (subpackage) and any unit of a lower layer;
 units of one layer are independent of each other."""
 
-ANALYSIS_MAY_IMPORT = {"kdray.errors", "kdray.config.run", "kdray.tracking.runs"}
+ANALYSIS_MAY_IMPORT = {
+    "kdray.errors",
+    "kdray.config.run",
+    "kdray.tracking.runs",
+    "kdray.tracking.stores",
+}
 """analysis reads MLflow or CSV: of kdray it uses the errors, the method names and the store."""
 
 

@@ -8,22 +8,53 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kdray.cli.config_file import apply_config_file
 from kdray.cli.parser import study_parser
+from kdray.config.run import EvalConfig, TrainConfig
 from kdray.errors import ConfigError
 from kdray.study.config import StudyConfig
 from kdray.study.designs import DESIGNS, StudyDesign
 from kdray.study.presets import PRESETS
+from kdray.tracking.stores import sqlite_path
 
 
 def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConfig:
     """preset -> the user's flags -> the design's grid, except where a flag already chose."""
-    name = design.name
-    config = PRESETS[args.preset](name, smoke=args.smoke, domain=args.domain, family=args.family)
+    config = PRESETS[args.preset](
+        design.name, smoke=args.smoke, domain=args.domain, family=args.family
+    )
     if args.num_samples is not None and args.num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
-    grid = {
+    grid = _grid_flags(args)
+    kd_flags = {k: v for k, v in _kd_flags(args).items() if v is not None}
+    kd_template = dataclasses.replace(config.kd, **kd_flags)
+    student_train, teacher_train, evaluation = _training_flags(config, args)
+    if config.pairs and (args.teacher or args.students):  # narrow the preset's pairs
+        grid["pairs"] = _narrowed_pairs(config, args)
+        grid.pop("teacher"), grid.pop("students")
+    chosen = {k: v for k, v in grid.items() if v is not None}
+    config = dataclasses.replace(
+        config,
+        kd=kd_template,
+        student_train=student_train,
+        teacher_train=teacher_train,
+        eval=evaluation,
+        **chosen,
+    )
+    if args.students:
+        chosen["students"] = True
+    if config.pairs and (args.teacher or args.students):
+        chosen["pairs"] = True  # the user narrowed the preset's pairs
+    config = dataclasses.replace(config, **_design_fields(design, config, args, chosen))
+    check_folders(config)
+    return config
+
+
+def _grid_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """StudyConfig fields the user set (None: not set)."""
+    return {
         "teacher_kinds": (args.teacher_kind,) if args.teacher_kind else None,
         "methods": args.methods,
         "temperatures": args.temperatures,
@@ -40,7 +71,11 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
         "results_dir": args.results_dir,
         "data_dir": args.data_dir,
     }
-    kd = {
+
+
+def _kd_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """KDConfig fields the user set (None: not set)."""
+    return {
         "ce_weight": args.ce_weight,
         "beta": args.beta,
         "on_policy_fraction": args.on_policy_fraction,
@@ -54,7 +89,12 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
         "gkd_temperature_in_loss": False if args.gkd_ignore_temperature else None,
         "scale_by_t2": False if args.no_t2_scaling else None,
     }
-    kd_template = dataclasses.replace(config.kd, **{k: v for k, v in kd.items() if v is not None})
+
+
+def _training_flags(
+    config: StudyConfig, args: argparse.Namespace
+) -> tuple[TrainConfig, TrainConfig, EvalConfig]:
+    """The students' and the teacher's training, and the evaluation, with the user's flags."""
     train = {
         "steps": args.steps,
         "zero_stage": args.zero_stage,
@@ -76,41 +116,40 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
     evaluation = config.eval
     if args.decoding:
         evaluation = dataclasses.replace(evaluation, decoding=args.decoding)
-    if config.pairs and (args.teacher or args.students):  # narrow the preset's pairs
-        grid["pairs"] = tuple(
-            (t, s)
-            for t, s in config.pairs
-            if (not args.teacher or t == args.teacher) and (not args.students or s in args.students)
-        )
-        if not grid["pairs"]:
-            raise ConfigError("no pair of the preset matches --teacher/--students (kdray pairs)")
-        grid.pop("teacher"), grid.pop("students")
-    chosen = {k: v for k, v in grid.items() if v is not None}
-    config = dataclasses.replace(
-        config,
-        kd=kd_template,
-        student_train=student_train,
-        teacher_train=teacher_train,
-        eval=evaluation,
-        **chosen,
+    return student_train, teacher_train, evaluation
+
+
+def _narrowed_pairs(config: StudyConfig, args: argparse.Namespace) -> tuple:
+    """The preset's (teacher, student) pairs that --teacher/--students keep."""
+    pairs = tuple(
+        (t, s)
+        for t, s in config.pairs
+        if (not args.teacher or t == args.teacher) and (not args.students or s in args.students)
     )
-    if args.students:
-        chosen["students"] = True
-    if config.pairs and (args.teacher or args.students):
-        chosen["pairs"] = True  # the user narrowed the preset's pairs
+    if not pairs:
+        raise ConfigError("no pair of the preset matches --teacher/--students (kdray pairs)")
+    return pairs
+
+
+def _design_fields(
+    design: StudyDesign, config: StudyConfig, args: argparse.Namespace, chosen: dict
+) -> dict[str, Any]:
+    """The design's grid, less what the user `chosen` already."""
     fields = {k: v for k, v in design.grid(config, args.smoke).items() if k not in chosen}
     if "kd" in fields and args.teacher_placement:  # the user's placement wins over the design's
         fields["kd"] = dataclasses.replace(fields["kd"], teacher_placement=args.teacher_placement)
     if args.num_samples and not args.seeds and not design.search:
         fields["seeds"] = tuple(config.seeds[0] + i for i in range(args.num_samples))
-    config = dataclasses.replace(config, **fields)
+    return fields
+
+
+def check_folders(config: StudyConfig) -> None:
+    """The cache, results and SQLite store folders can be written, before anything runs."""
     check_writable(config.cache_root(), "pass --cache-dir DIR (or set KDRAY_CACHE)")
     check_writable(Path(config.results_dir), "pass --results-dir DIR")
     uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    if uri.startswith("sqlite:///"):
-        fix = "pass --tracking-uri sqlite:///DIR/mlflow.db"
-        check_writable(Path(uri.removeprefix("sqlite:///")).parent, fix)
-    return config
+    if store := sqlite_path(uri):
+        check_writable(store.parent, "pass --tracking-uri sqlite:///DIR/mlflow.db")
 
 
 def check_writable(folder: Path, fix: str) -> None:

@@ -3,6 +3,7 @@ one line on stderr and exit code 2 before anything runs or is written."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 
@@ -11,12 +12,13 @@ from kdray.cli.config_file import apply_config_file
 from kdray.cli.one_line_parser import EXIT_USAGE
 from kdray.cli.parser import study_parser
 from kdray.errors import KdrayError, TrackingUnreachableError
+from kdray.study.config import StudyConfig
 from kdray.study.designs import DEFAULT_SEARCH_TRIALS, DESIGNS, SMOKE_SEARCH_TRIALS
 
 EXIT_INTERRUPTED = 130
+"""Exit code of a study stopped by Ctrl-C (128 + SIGINT), resumable with --resume."""
 EXIT_TRACKING_UNREACHABLE = 3
 """The tracking server did not answer: what ran is kept, --resume continues once it does."""
-"""Exit code of a study stopped by Ctrl-C (128 + SIGINT), resumable with --resume."""
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:
@@ -45,40 +47,51 @@ def study_main(
             print(format_plan(config))
             return 0
         if run is None and design.search:
-            from kdray.study.search import SearchConfig, run_search  # Ray, Optuna: valid input only
-
-            trials = SMOKE_SEARCH_TRIALS if args.smoke else DEFAULT_SEARCH_TRIALS
-            chosen = {"methods": args.methods, "noise_sigmas": args.noise_sigmas}
-            search = SearchConfig(
-                num_samples=args.num_samples or trials,
-                score_items=min(SearchConfig.score_items, config.eval.max_items),
-                confirm_seeds=args.confirm_seeds,
-                **{k: v for k, v in chosen.items() if v},
-            )
-            outcome = run_search(config, search)
+            outcome = _run_search(config, args)
         else:
             if run is None:
                 from kdray.study.grid import run_study  # Ray, MLflow: only once the input is valid
 
                 run = run_study
             outcome = run(config)
-    except TrackingUnreachableError as error:
-        print(f"{name}.py: error: {error}", file=sys.stderr)
-        return EXIT_TRACKING_UNREACHABLE
-    except KdrayError as error:
-        print(f"{name}.py: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
     except Exception as error:
-        from kdray.tracking.outage import is_unreachable  # MLflow is loaded by now
-
-        if not is_unreachable(error):
-            raise
-        print(
-            f"{name}.py: error: the MLflow tracking server does not answer ({first_line(error)}): "
-            "start it again, then rerun (with --resume if the study had started)",
-            file=sys.stderr,
-        )
-        return EXIT_TRACKING_UNREACHABLE
-    if getattr(outcome, "interrupted", False):
+        return _exit_code_of(name, error)
+    if getattr(outcome, "interrupted", False):  # tests' runners may return other objects
         return EXIT_INTERRUPTED
     return 0 if getattr(outcome, "failed", 0) == 0 else 1
+
+
+def _run_search(config: StudyConfig, args: argparse.Namespace):
+    """The optimal-settings search of the design, sized by --smoke/--num-samples."""
+    from kdray.study.search import SearchConfig, run_search  # Ray, Optuna: valid input only
+
+    trials = SMOKE_SEARCH_TRIALS if args.smoke else DEFAULT_SEARCH_TRIALS
+    chosen = {"methods": args.methods, "noise_sigmas": args.noise_sigmas}
+    search = SearchConfig(
+        num_samples=args.num_samples or trials,
+        score_items=min(SearchConfig.score_items, config.eval.max_items),
+        confirm_seeds=args.confirm_seeds,
+        **{k: v for k, v in chosen.items() if v},
+    )
+    return run_search(config, search)
+
+
+def _exit_code_of(name: str, error: Exception) -> int:
+    """One line on stderr and the exit code for kdray's errors and an unreachable tracking
+    server; anything else is a bug and raised as it is."""
+    if isinstance(error, TrackingUnreachableError):
+        print(f"{name}.py: error: {error}", file=sys.stderr)
+        return EXIT_TRACKING_UNREACHABLE
+    if isinstance(error, KdrayError):
+        print(f"{name}.py: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    from kdray.tracking.outage import is_unreachable  # MLflow is loaded by now
+
+    if not is_unreachable(error):
+        raise error
+    print(
+        f"{name}.py: error: the MLflow tracking server does not answer ({first_line(error)}): "
+        "start it again, then rerun (with --resume if the study had started)",
+        file=sys.stderr,
+    )
+    return EXIT_TRACKING_UNREACHABLE

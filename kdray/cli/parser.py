@@ -35,8 +35,19 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def study_parser(design: StudyDesign) -> OneLineParser:
+    """The flags of a study script (the same for every design, plus the search's own)."""
     parser = OneLineParser(prog=f"{design.name}.py", description=design.description)
     add_config_flag(parser)
+    _world_flags(parser, design)
+    _grid_flags(parser, design)
+    _method_flags(parser)
+    _training_flags(parser)
+    _tracking_and_folder_flags(parser)
+    return parser
+
+
+def _world_flags(parser: OneLineParser, design: StudyDesign) -> None:
+    """Which world, models and evaluation; --dry-run and --smoke."""
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -77,6 +88,10 @@ def study_parser(design: StudyDesign) -> OneLineParser:
         action="store_true",
         help="reduced run (fewer steps, items and trials), same code path",
     )
+
+
+def _grid_flags(parser: OneLineParser, design: StudyDesign) -> None:
+    """What the study varies: methods, temperatures, noise, students, seeds; --resume."""
     parser.add_argument(
         "--methods",
         type=_names,
@@ -109,6 +124,10 @@ def study_parser(design: StudyDesign) -> OneLineParser:
         help="continue the latest unfinished run of this study in the experiment: finished "
         "trials are kept, the rest run",
     )
+
+
+def _method_flags(parser: OneLineParser) -> None:
+    """The KD methods' settings and the teacher's signal and placement."""
     parser.add_argument("--ce-weight", type=float, help="CE weight in [0, 1] (default 0: pure KD)")
     parser.add_argument("--beta", type=float, help="gkd: JSD interpolation in [0, 1] (0.5)")
     parser.add_argument("--on-policy-fraction", type=float, help="gkd: lambda in [0, 1] (0)")
@@ -138,6 +157,10 @@ def study_parser(design: StudyDesign) -> OneLineParser:
     parser.add_argument(
         "--cache-top-k", type=int, help="tokens per position in a top-k teacher cache (128)"
     )
+
+
+def _training_flags(parser: OneLineParser) -> None:
+    """Training length, DeepSpeed and the resources of a trial."""
     parser.add_argument("--grad-accum-steps", type=int, help="micro-batches per optimizer step")
     parser.add_argument(
         "--no-t2-scaling", action="store_true", help="do not multiply KD losses by T^2"
@@ -162,6 +185,10 @@ def study_parser(design: StudyDesign) -> OneLineParser:
         help="PACK (default: workers on as few nodes as possible) or SPREAD (across nodes)",
     )
     parser.add_argument("--max-concurrent", type=int, help="trials in flight (default: what fits)")
+
+
+def _tracking_and_folder_flags(parser: OneLineParser) -> None:
+    """The MLflow store and experiment, and the cache, data and results folders."""
     parser.add_argument(
         "--tracking-uri",
         help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)",
@@ -182,4 +209,3 @@ def study_parser(design: StudyDesign) -> OneLineParser:
     parser.add_argument(
         "--results-dir", help="where the table and figure go (default results/<study>)"
     )
-    return parser

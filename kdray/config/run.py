@@ -211,6 +211,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # lists from JSON
+        self._check_optimisation()
+        self._check_workers_and_reports()
+        self._check_data_and_schedule()
+        self._check_lora()
+
+    def _check_optimisation(self) -> None:
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(
@@ -222,6 +228,8 @@ class TrainConfig:
             self.zero_stage in (0, 1, 2, 3),
             f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}",
         )
+
+    def _check_workers_and_reports(self) -> None:
         _check(self.num_workers >= 1, f"num_workers must be >= 1, got {self.num_workers}")
         _check(
             self.placement_strategy in ("PACK", "SPREAD"),
@@ -244,6 +252,8 @@ class TrainConfig:
             self.grad_accum_steps >= 1,
             f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}",
         )
+
+    def _check_data_and_schedule(self) -> None:
         _check(
             self.train_examples is None or self.train_examples >= 1,
             f"train_examples must be >= 1, got {self.train_examples}",
@@ -269,6 +279,8 @@ class TrainConfig:
             self.length_group_window >= 1,
             f"length_group_window must be >= 1, got {self.length_group_window}",
         )
+
+    def _check_lora(self) -> None:
         _check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")
         _check(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
         _check(

@@ -113,45 +113,17 @@ def estimate_trial_memory(
     teacher_placement: str = "replica",
 ) -> MemoryEstimate:
     """Per-GPU memory estimate of one KD trial (student trained, teacher frozen)."""
-    if teacher_placement not in TEACHER_PLACEMENTS:
-        raise ConfigError(
-            f"teacher_placement must be one of {', '.join(TEACHER_PLACEMENTS)}, "
-            f"got {teacher_placement!r}"
-        )
-    if finetune not in ("lora", "full"):
-        raise ConfigError(f"finetune must be 'lora' or 'full', got {finetune!r}")
-    if zero_stage not in (0, 1, 2, 3):
-        raise ConfigError(f"zero_stage must be 0-3, got {zero_stage}")
-    if gpus < 1 or micro_batch < 1 or seq_len < 1:
-        raise ConfigError("gpus, micro_batch and seq_len must be at least 1")
-
-    # Divisors per ZeRO stage: what each rank keeps is 1/gpus of the sharded states.
-    shard_optimizer = gpus if zero_stage >= 1 else 1
-    shard_grads = gpus if zero_stage >= 2 else 1
+    _check_layout(finetune, zero_stage, gpus, micro_batch, seq_len, teacher_placement)
     shard_weights = gpus if zero_stage >= 3 else 1
     shard_teacher = teacher_placement == "zero3"
     teacher_here = teacher is not None and teacher_placement != "actor"
-
-    if finetune == "lora":
-        trainable = lora_parameters(student, lora_rank, lora_targets)
-        student_bytes = (student.parameters + trainable) * dtype_bytes
-    else:
-        trainable = student.parameters
-        student_bytes = student.parameters * dtype_bytes
-    optimizer_bytes = (
-        trainable * ADAM_STATE_BYTES / shard_optimizer + trainable * dtype_bytes / shard_grads
+    student_bytes, optimizer_bytes = _student_bytes(
+        student, finetune, lora_rank, lora_targets, dtype_bytes, zero_stage, gpus
     )
-
     tokens = micro_batch * seq_len
-    layer_activations = ACTIVATION_FACTOR * tokens * student.hidden
-    if gradient_checkpointing:
-        activation_bytes = student.layers * 2 * tokens * student.hidden + layer_activations
-    else:
-        activation_bytes = student.layers * layer_activations
-    logit_bytes = 2 * tokens * student.vocab_size * 4  # student logits + their gradient
-    if teacher is not None:
-        logit_bytes += tokens * teacher.vocab_size * 4
-
+    activation_bytes, logit_bytes = _activation_bytes(
+        student, teacher, tokens, gradient_checkpointing
+    )
     overhead_bytes = CUDA_OVERHEAD_GIB * GIB
     gathered = []  # layers a ZeRO-3 forward gathers (current + prefetched)
     if zero_stage == 3 and gpus > 1:
@@ -172,6 +144,62 @@ def estimate_trial_memory(
         "overhead": overhead_bytes / GIB,
     }
     return MemoryEstimate(**parts, total=sum(parts.values()))
+
+
+def _check_layout(
+    finetune: str, zero_stage: int, gpus: int, micro_batch: int, seq_len: int, placement: str
+) -> None:
+    """One line for a layout the estimate cannot mean."""
+    if placement not in TEACHER_PLACEMENTS:
+        raise ConfigError(
+            f"teacher_placement must be one of {', '.join(TEACHER_PLACEMENTS)}, got {placement!r}"
+        )
+    if finetune not in ("lora", "full"):
+        raise ConfigError(f"finetune must be 'lora' or 'full', got {finetune!r}")
+    if zero_stage not in (0, 1, 2, 3):
+        raise ConfigError(f"zero_stage must be 0-3, got {zero_stage}")
+    if gpus < 1 or micro_batch < 1 or seq_len < 1:
+        raise ConfigError("gpus, micro_batch and seq_len must be at least 1")
+
+
+def _student_bytes(
+    student: HubModel,
+    finetune: str,
+    lora_rank: int,
+    lora_targets,
+    dtype_bytes: int,
+    zero_stage: int,
+    gpus: int,
+) -> tuple[float, float]:
+    """(the student's weights, its AdamW state and gradients per rank) in bytes."""
+    # Divisors per ZeRO stage: what each rank keeps is 1/gpus of the sharded states.
+    shard_optimizer = gpus if zero_stage >= 1 else 1
+    shard_grads = gpus if zero_stage >= 2 else 1
+    if finetune == "lora":
+        trainable = lora_parameters(student, lora_rank, lora_targets)
+        student_bytes = (student.parameters + trainable) * dtype_bytes
+    else:
+        trainable = student.parameters
+        student_bytes = student.parameters * dtype_bytes
+    optimizer_bytes = (
+        trainable * ADAM_STATE_BYTES / shard_optimizer + trainable * dtype_bytes / shard_grads
+    )
+    return student_bytes, optimizer_bytes
+
+
+def _activation_bytes(
+    student: HubModel, teacher: HubModel | None, tokens: int, gradient_checkpointing: bool
+) -> tuple[float, float]:
+    """(the student's activations, the fp32 logits of student and teacher) in bytes."""
+    layer_activations = ACTIVATION_FACTOR * tokens * student.hidden
+    if gradient_checkpointing:
+        activation_bytes = student.layers * 2 * tokens * student.hidden + layer_activations
+    else:
+        activation_bytes = student.layers * layer_activations
+    logit_bytes = 2 * tokens * student.vocab_size * 4  # student logits + their gradient
+    if teacher is not None:
+        logit_bytes += tokens * teacher.vocab_size * 4
+    return activation_bytes, logit_bytes
 
 
 def estimate_teacher_server_memory(

@@ -173,7 +173,22 @@ def steps_per_trial(config: StudyConfig) -> int | None:
 
 
 def format_plan(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> str:
+    """The dry-run plan: the study's settings, its pairs' table, (hub) the teachers'
+    fine-tuning, caches and placements, and a closing count of trials."""
     rows = plan_pairs(config, gpu_memory_gib)
+    lines = _settings_lines(config)
+    lines += ["", _table(rows, _hub(config)), ""]
+    if "task-aware" in config.teacher_kinds and _hub(config):
+        lines += [_teacher_fine_tuning_line(config, gpu_memory_gib), ""]
+    if _hub(config):
+        lines += _cache_lines(config, gpu_memory_gib)
+        lines += _placement_lines(config, rows, gpu_memory_gib)
+    lines.append(_summary_line(config, rows, gpu_memory_gib))
+    return "\n".join(lines)
+
+
+def _settings_lines(config: StudyConfig) -> list[str]:
+    """What the study varies, how it trains, its loss and evaluation (and hub tasks)."""
     train, kd, evaluation = config.student_train, config.kd, config.eval
     settings = config.kd_settings()
     steps = steps_per_trial(config)
@@ -217,20 +232,24 @@ def format_plan(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> 
             lines.append(
                 f"  validation: {config.validation_items} examples held out of the training set"
             )
-    lines += ["", _table(rows, _hub(config)), ""]
-    if "task-aware" in config.teacher_kinds and _hub(config):
-        prep = []
-        for teacher in config.teachers():
-            gpus, memory = _size(config, teacher, None, gpu_memory_gib)
-            prep.append(
-                f"{teacher} ({_count(gpus, 'GPU')}, {memory:.1f} GiB)"
-                if gpus
-                else f"{teacher} (> 8 GPUs)"
-            )
-        lines += [f"teacher fine-tuning (LoRA SFT on the domain, once): {', '.join(prep)}", ""]
-    if _hub(config):
-        lines += _cache_lines(config, gpu_memory_gib)
-        lines += _placement_lines(config, rows, gpu_memory_gib)
+    return lines
+
+
+def _teacher_fine_tuning_line(config: StudyConfig, gpu_memory_gib: float) -> str:
+    """GPUs and memory of each hub teacher's one-off LoRA SFT."""
+    prep = []
+    for teacher in config.teachers():
+        gpus, memory = _size(config, teacher, None, gpu_memory_gib)
+        prep.append(
+            f"{teacher} ({_count(gpus, 'GPU')}, {memory:.1f} GiB)"
+            if gpus
+            else f"{teacher} (> 8 GPUs)"
+        )
+    return f"teacher fine-tuning (LoRA SFT on the domain, once): {', '.join(prep)}"
+
+
+def _summary_line(config: StudyConfig, rows: list[PairPlan], gpu_memory_gib: float) -> str:
+    """Pairs, students, teachers and trials; (hub) GPU-trials and what does not fit."""
     trials = sum(r.trials for r in rows)
     teachers = config.teachers()
     summary = (
@@ -250,8 +269,7 @@ def format_plan(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> 
                 f"; {unsized} trials do not fit on 8 GPUs with teacher placement "
                 f"{config.kd.teacher_placement} (see the placements above)"
             )
-    lines.append(summary)
-    return "\n".join(lines)
+    return summary
 
 
 def _placement_lines(config: StudyConfig, rows: list[PairPlan], gpu_memory_gib: float) -> list[str]:

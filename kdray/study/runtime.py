@@ -20,11 +20,8 @@ from kdray.console import say
 from kdray.errors import KdrayError
 from kdray.study.config import StudyConfig
 from kdray.tracking.outage import StudyOutage
-from kdray.tracking.runs import (
-    PARENT_TAG,
-    RUN_NAME_TAG,
-    missing_sqlite_store,
-)
+from kdray.tracking.runs import PARENT_TAG, RUN_NAME_TAG
+from kdray.tracking.stores import missing_sqlite_store
 from kdray.trial.driver import DRIVER_CPUS, FAILURE_TAG
 
 

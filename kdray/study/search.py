@@ -48,7 +48,8 @@ from kdray.study.runtime import (
 from kdray.study.trials import run_label
 from kdray.teacher.signal import choose_teacher_signal
 from kdray.tracking.outage import StudyOutage, bound_http_retries
-from kdray.tracking.runs import RunLogger, mark_failed, resolve_tracking_uri, sqlite_path
+from kdray.tracking.runs import RunLogger, mark_failed, resolve_tracking_uri
+from kdray.tracking.stores import sqlite_path
 from kdray.trial.driver import driver_resources, run_trial
 
 SEARCH_METRIC = "val_score"

@@ -13,10 +13,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from kdray.errors import KdrayError
+from kdray.tracking.stores import sqlite_path
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
@@ -35,22 +36,8 @@ PINNED_PACKAGES = (
 _MAX_PARAM_LENGTH = 6000
 
 
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` store; None for any other store."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-
-
-def missing_sqlite_store(uri: str) -> bool:
-    """True for a SQLite store whose file does not exist: opening it would create it, so a
-    reader that only looks must check first."""
-    path = sqlite_path(uri)
-    return path is not None and not path.is_file()
-
-
 def mark_failed(client, run_id: str) -> None:
     """Close a run FAILED (the one way kdray ends a run that did not finish)."""
-    from mlflow.entities import RunStatus  # MLflow loads only once a run exists
-
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
 
 
