@@ -22,6 +22,7 @@ EXIT_TRACKING_UNREACHABLE = 3
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (its type's name if empty), cut to `limit`."""
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:limit]
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from kdray.errors import ConfigError
 
+FAMILIES = ("qwen", "llama")
+"""Model families (tiny and hub alike): a teacher and its student are always of one family."""
 METHODS = ("sft", "kd", "revkd", "seqkd", "gkd", "skew_fkl", "skew_rkl")
 """Training methods (names map 1:1 to losses, configs and tests; README has the formulas):
 `sft` cross-entropy on the data; `kd` token-level forward KL(teacher||student) (the study's

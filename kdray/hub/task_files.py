@@ -97,11 +97,7 @@ def _task_record(spec: TaskSpec, row: Any, index: int, where: str) -> dict[str, 
     """One record checked for its shape (not its gold answer) and normalised."""
     rouge = spec.answer_kind == ROUGE_L
     hint = _MINILLM_HINT if rouge else _LLM_ADAPTERS_HINT
-    if not isinstance(row, dict):
-        raise ConfigError(
-            f"{where}: record {index} is a JSON {_json_type(row)}, not an object: {hint}"
-        )
-    row = _apply_fields(row, spec.fields)
+    row = _fields_of(row, spec.fields, index, where, hint)
     for key in ("instruction", "answer"):
         if key not in row:
             raise ConfigError(f"{where}: record {index} has no {key!r}: {hint}")
@@ -114,12 +110,7 @@ def _task_record(spec: TaskSpec, row: Any, index: int, where: str) -> dict[str, 
             value = ""
         if rouge and key in ("output", "answer") and _string_list(value):
             value = value[0]
-        if not isinstance(value, str):
-            raise ConfigError(
-                f"{where}: record {index} has {key!r} as a JSON {_json_type(value)}, not a string:"
-                f" {hint}"
-            )
-        record[key] = value
+        record[key] = _string(value, key, index, where, hint)
     record["task"] = spec.name
     if references is not None and len(references) > 1:
         record["references"] = json.dumps(references)
@@ -290,25 +281,35 @@ def load_task(
     return records[:limit]
 
 
-def _train_record(spec: TrainSetSpec, row: Any, index: int, where: str) -> dict[str, str]:
-    hint = "expected records with instruction, input, output (and answer)"
+def _fields_of(row: Any, fields, index: int, where: str, hint: str) -> dict:
+    """A record that must be a JSON object, with the task's field names mapped to kdray's."""
     if not isinstance(row, dict):
         raise ConfigError(
             f"{where}: record {index} is a JSON {_json_type(row)}, not an object: {hint}"
         )
-    row = _apply_fields(row, spec.fields)
+    return _apply_fields(row, fields)
+
+
+def _string(value: Any, key: str, index: int, where: str, hint: str) -> str:
+    """A record's text field, or one line naming the record, the field and what it holds."""
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{where}: record {index} has {key!r} as a JSON {_json_type(value)}, not a string:"
+            f" {hint}"
+        )
+    return value
+
+
+def _train_record(spec: TrainSetSpec, row: Any, index: int, where: str) -> dict[str, str]:
+    hint = "expected records with instruction, input, output (and answer)"
+    row = _fields_of(row, spec.fields, index, where, hint)
     record = {}
     for key in _TEXT_KEYS:
         if key in ("instruction", "output") and key not in row:
             raise ConfigError(f"{where}: record {index} has no {key!r}: {hint}")
         value = row.get(key)
         value = "" if value is None and key in ("input", "answer") else value
-        if not isinstance(value, str):
-            raise ConfigError(
-                f"{where}: record {index} has {key!r} as a JSON {_json_type(value)}, not a string:"
-                f" {hint}"
-            )
-        record[key] = value
+        record[key] = _string(value, key, index, where, hint)
     record["task"] = spec.name
     return record
 

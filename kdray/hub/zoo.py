@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from kdray.config.run import FAMILIES
 from kdray.errors import ConfigError
-
-FAMILIES = ("qwen", "llama")
 
 
 @dataclass(frozen=True)

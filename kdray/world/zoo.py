@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kdray.config.run import FAMILIES
 from kdray.errors import ConfigError
 
 if TYPE_CHECKING:  # torch/transformers load lazily: the CLI validates names without them
     import torch
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
-
-FAMILIES = ("qwen", "llama")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Every study script in --smoke mode, end to end (the temperature and optimal studies run in
-the default suite; these run with `python -m pytest -m slow tests/test_studies_smoke.py`)."""
+the default suite; these run with `python -m pytest -m slow tests/e2e/test_studies_smoke.py`)."""
 
 import pytest
 from mlflow.tracking import MlflowClient

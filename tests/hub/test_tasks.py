@@ -25,7 +25,7 @@ from kdray.hub.tasks import (
     tasks_for_domain,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # A valid and an invalid gold answer per answer kind.
 GOLD = {

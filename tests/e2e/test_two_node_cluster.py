@@ -2,7 +2,7 @@
 own resources): a --smoke study whose trials each run 2 Train workers, one per node, doing
 data-parallel DeepSpeed ZeRO-2 training across them, with results like a one-node run's.
 
-    python -m pytest -m slow tests/test_two_node_cluster.py     # about 3 minutes
+    python -m pytest -m slow tests/e2e/test_two_node_cluster.py     # about 3 minutes
 """
 
 import re
@@ -61,7 +61,7 @@ def test_smoke_study_trains_across_two_nodes_with_zero2(two_nodes, tmp_path, sha
         assert params["config.train.zero_stage"] == "2"
         assert metrics["worker_nodes"] == 2  # the two ranks ran on different nodes
         nodes.update(run.data.tags["kdray.worker_nodes"].split(","))
-        # the same results as a one-node run carries (tests/test_smoke_study.py)
+        # the same results as a one-node run carries (tests/e2e/test_smoke_study.py)
         for metric in ("accuracy", "score", "agreement", "fidelity", "tokens_per_second"):
             assert metric in metrics
         assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 20

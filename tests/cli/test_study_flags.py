@@ -12,7 +12,7 @@ import pytest
 from kdray.cli.args import config_from_flags
 from kdray.cli.main import study_main
 
-SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "temperature.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "studies" / "temperature.py"
 
 
 def _llm_adapters_math(root: Path, train_items: int = 600) -> None:
