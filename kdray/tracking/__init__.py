@@ -1,2 +1,3 @@
 """MLflow: runs, tags, params and the one-op RunLogger (runs.py), what is kept while the tracking
-server is away (outage.py), the local server command (server.py). Imports only the base modules."""
+server is away (outage.py), a store's files from its URI without MLflow (stores.py), the local
+server command (server.py). Imports only the base modules."""
