@@ -63,7 +63,20 @@ def trl_loss(student, teacher, beta):
     return GKDTrainer.generalized_jsd_loss(student, teacher, labels=labels, beta=beta)
 
 
-IMPLEMENTATIONS = {"naive": naive_loss, "kdray": kdray_loss, "trl": trl_loss}
+def kdray_unchecked_loss(student, teacher, beta):
+    """kdray's loss with its entry shape check turned off: the check's cost, side by side."""
+    from kdray.losses import divergences
+
+    divergences.check_shapes = lambda *args, **kwargs: None
+    return kdray_loss(student, teacher, beta)
+
+
+IMPLEMENTATIONS = {
+    "naive": naive_loss,
+    "kdray": kdray_loss,
+    "kdray-unchecked": kdray_unchecked_loss,
+    "trl": trl_loss,
+}
 
 
 def _rss_bytes() -> int:
@@ -87,9 +100,10 @@ def measure_one(name: str, tokens: int, vocab: int, beta: float, repeats: int) -
     return {"name": name, "extra_bytes": peak - baseline, "seconds": statistics.median(times)}
 
 
-def agreement(tokens: int, vocab: int, beta: float) -> dict:
+def agreement(tokens: int, vocab: int, beta: float, names: list[str]) -> dict:
     results = {}
-    for name, loss_fn in IMPLEMENTATIONS.items():
+    for name in names:
+        loss_fn = IMPLEMENTATIONS[name]
         student, teacher = inputs(tokens, vocab)
         loss = loss_fn(student, teacher, beta)
         loss.backward()
@@ -112,6 +126,9 @@ def main() -> int:
     parser.add_argument("--beta", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", help=argparse.SUPPRESS)  # child process: one implementation
+    parser.add_argument(
+        "--without-trl", action="store_true", help="skip TRL (not installed without [bench])"
+    )
     args = parser.parse_args()
     if args.only:
         print(json.dumps(measure_one(args.only, args.tokens, args.vocab, args.beta, args.repeats)))
@@ -120,14 +137,15 @@ def main() -> int:
     print(f"generalized JSD (beta={args.beta}), {args.tokens} tokens x vocab {args.vocab}, fp32, "
           f"forward + backward, {torch.get_num_threads()} threads", flush=True)  # fmt: skip
     rows = {}
-    for name in IMPLEMENTATIONS:
+    names = [n for n in IMPLEMENTATIONS if not (args.without_trl and n == "trl")]
+    for name in names:
         child = subprocess.run(
             [sys.executable, __file__, "--only", name, "--tokens", str(args.tokens),
              "--vocab", str(args.vocab), "--beta", str(args.beta), "--repeats", str(args.repeats)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         rows[name] = json.loads(child.stdout.strip().splitlines()[-1])
-    checks = agreement(args.tokens, args.vocab, args.beta)
+    checks = agreement(args.tokens, args.vocab, args.beta, names)
 
     logits_mb = args.tokens * args.vocab * 4 / 2**20
     print(f"one fp32 logits tensor: {logits_mb:.0f} MiB")
@@ -135,13 +153,18 @@ def main() -> int:
     for name, row in rows.items():
         extra = row["extra_bytes"] / 2**20
         print(f"{name:<16}{extra:>16.0f}{extra / logits_mb:>10.2f}{row['seconds']:>10.2f}")
-    naive, kdray, trl = rows["naive"], rows["kdray"], rows["trl"]
+    naive, kdray, unchecked = rows["naive"], rows["kdray"], rows["kdray-unchecked"]
     memory_ratio = kdray["extra_bytes"] / naive["extra_bytes"]
     time_ratio = kdray["seconds"] / naive["seconds"]
     print(f"kdray / naive: peak extra memory {memory_ratio:.2f}x (target <= 0.25), "
           f"time {time_ratio:.2f}x (target <= 1.1)")  # fmt: skip
-    print(f"kdray / TRL:   peak extra memory {kdray['extra_bytes'] / trl['extra_bytes']:.2f}x, "
-          f"time {kdray['seconds'] / trl['seconds']:.2f}x")  # fmt: skip
+    check_time = kdray["seconds"] / unchecked["seconds"]
+    check_memory = kdray["extra_bytes"] / unchecked["extra_bytes"]
+    print(f"kdray / kdray without its shape check: peak extra memory {check_memory:.2f}x, "
+          f"time {check_time:.3f}x")  # fmt: skip
+    if trl := rows.get("trl"):
+        print(f"kdray / TRL:   peak extra memory {kdray['extra_bytes'] / trl['extra_bytes']:.2f}x, "
+              f"time {kdray['seconds'] / trl['seconds']:.2f}x")  # fmt: skip
     for name, check in checks.items():
         print(f"{name} vs naive: |loss diff| {check['loss_diff']:.2e}, "
               f"max |grad diff| {check['grad_max_abs_diff']:.2e} (target <= 1e-5)")  # fmt: skip

@@ -9,5 +9,9 @@ class ConfigError(KdrayError, ValueError):
     """A configuration value is invalid."""
 
 
+class LossShapeError(KdrayError, ValueError):
+    """Tensors given to a loss do not fit each other (the message names both shapes)."""
+
+
 class TrackingUnreachableError(KdrayError):
     """The MLflow tracking server did not answer; what the study did is kept for --resume."""

@@ -4,6 +4,7 @@ one line on stderr and exit code 2 before anything runs or is written."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
@@ -74,6 +75,8 @@ def _run_search(config: StudyConfig, args: argparse.Namespace):
         confirm_seeds=args.confirm_seeds,
         **{k: v for k, v in chosen.items() if v},
     )
+    for method in search.methods:  # every method the search may sample, checked at the door
+        dataclasses.replace(config.kd, method=method)
     return run_search(config, search)
 
 

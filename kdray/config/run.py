@@ -104,6 +104,12 @@ class KDConfig:
         for name in ("beta", "on_policy_fraction", "skew_alpha", "seqkd_kd_weight"):
             value = getattr(self, name)
             _check(_finite(value) and 0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
+        # alpha = 1 mixes a distribution with itself: skew KL is 0 whatever the student does.
+        _check(
+            self.skew_alpha < 1 or self.method not in ("skew_fkl", "skew_rkl"),
+            f"skew_alpha = 1 makes {self.method} zero for every student (nothing to learn): "
+            "use skew_alpha in [0, 1)",
+        )
         _check(
             self.noise_on in NOISE_PLACEMENTS,
             f"unknown noise_on {self.noise_on!r}: choose one of {', '.join(NOISE_PLACEMENTS)}",

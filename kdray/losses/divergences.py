@@ -21,11 +21,49 @@ import torch.nn.functional as F
 
 from kdray.config.run import KDConfig
 from kdray.data.batches import IGNORE_INDEX
+from kdray.errors import LossShapeError
 
 CHUNK_ELEMENTS = 1 << 20
 """Default chunk: 1M logits, 4 MiB per fp32 temporary (larger chunks measured slower and
 heavier on CPU: freed temporaries of 16 MiB stay in the allocator's arenas)."""
 PerToken = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
+
+
+def check_shapes(
+    where: str,
+    student_logits: torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    teacher: torch.Tensor | SparseTeacher | None = None,
+) -> None:
+    """LossShapeError unless labels and mask are (batch, positions) of the student's logits
+    (batch, positions, vocab) and the teacher's logits are the same shape (vocab after the
+    lm_head trim, `restrict_to_vocab`) or a SparseTeacher of the same (batch, positions)."""
+    if student_logits.dim() != 3:
+        raise LossShapeError(
+            f"{where}: student logits must be (batch, positions, vocab), got "
+            f"{tuple(student_logits.shape)}"
+        )
+    rows = tuple(student_logits.shape[:2])
+    for name, tensor in (("labels", labels), ("mask", mask)):
+        if tensor is not None and tuple(tensor.shape) != rows:
+            raise LossShapeError(
+                f"{where}: {name} {tuple(tensor.shape)} do not match the student logits "
+                f"{tuple(student_logits.shape)}: expected {rows}"
+            )
+    if isinstance(teacher, SparseTeacher):
+        if tuple(teacher.log_probs.shape[:2]) != rows:
+            raise LossShapeError(
+                f"{where}: top-k teacher {tuple(teacher.log_probs.shape)} does not match the "
+                f"student logits {tuple(student_logits.shape)}: expected {rows} positions"
+            )
+    elif teacher is not None and teacher.shape != student_logits.shape:
+        raise LossShapeError(
+            f"{where}: teacher logits {tuple(teacher.shape)} do not match the student logits "
+            f"{tuple(student_logits.shape)} (trim both to the tokenizer's vocab with "
+            "restrict_to_vocab)"
+        )
 
 
 def next_token_alignment(
@@ -191,6 +229,7 @@ def tempered_divergence(
     chunk_tokens: int | None = None,
 ) -> torch.Tensor:
     """divergence(log softmax(student / T), log softmax(teacher / T)) per token, times T^2."""
+    check_shapes("tempered_divergence", student_logits, mask=mask, teacher=teacher_logits)
 
     def per_token(student, teacher, _target):
         log_q = F.log_softmax(student / temperature, dim=-1)
@@ -309,6 +348,7 @@ def sparse_divergence(
     chunk_tokens: int | None = None,
 ) -> torch.Tensor:
     """`tempered_divergence` against a cached top-k teacher, over its k + 1 buckets."""
+    check_shapes("sparse_divergence", student_logits, mask=mask, teacher=teacher)
 
     def per_token(student, packed, _target):
         return divergence(*bucket_log_probs(student, packed, temperature, teacher.vocab_size))
@@ -363,6 +403,7 @@ def training_loss(
     w = kd.ce_weight. `seqkd` (labels are the teacher's responses): (1 - k) * CE + k * KL with
     k = kd.seqkd_kd_weight. `teacher_logits` may be full logits (online, or a full-vocabulary
     cache of log-probs: exact, noise included) or a SparseTeacher (top-k cache: no noise)."""
+    check_shapes("training_loss", student_logits, labels=labels, teacher=teacher_logits)
     logits, targets, mask = next_token_alignment(student_logits, labels)
     if not kd.needs_teacher_logits:
         ce = cross_entropy(logits, targets, mask, normalizer, kd.chunk_tokens)

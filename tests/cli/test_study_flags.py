@@ -69,6 +69,7 @@ BAD_INPUT = [
     (["--methods", "gkd", "--beta", "1.5"], "beta must be in [0, 1]", None),
     (["--on-policy-fraction", "-0.1"], "on_policy_fraction must be in [0, 1]", None),
     (["--skew-alpha", "2"], "skew_alpha must be in [0, 1]", None),
+    (["--methods", "skew_rkl", "--skew-alpha", "1"], "skew_alpha = 1 makes skew_rkl zero", None),
     (["--grad-accum-steps", "0"], "grad_accum_steps must be >= 1", None),
     (["--domain", "poetry"], "invalid choice: 'poetry'", None),
     (["--family", "gpt"], "invalid choice: 'gpt'", None),
@@ -142,6 +143,20 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_runs(flags, message, p
     assert not (cache / "ray_results").exists() and not (cache / "teachers").exists()
     if "--data-dir" not in flags:  # only reading a data folder builds anything at all
         assert not cache.exists()
+
+
+def test_the_search_refuses_skew_alpha_one_before_anything_runs(tmp_path):
+    """optimal.py samples skew_fkl and skew_rkl: alpha = 1 is refused at the door there too."""
+    script = SCRIPT.parent / "optimal.py"
+    flags = ["--smoke", "--skew-alpha", "1", "--cache-dir", str(tmp_path / "cache")]
+    result = subprocess.run(
+        [sys.executable, str(script), *flags], capture_output=True, text=True, cwd=tmp_path,
+        timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "skew_alpha = 1 makes skew_fkl zero" in lines[0], result.stderr
+    assert not list(tmp_path.rglob("*.db")) and not (tmp_path / "cache").exists()
 
 
 def test_the_bad_input_table_is_large():

@@ -8,13 +8,17 @@ import torch
 
 from kdray.config.run import KDConfig
 from kdray.data.batches import IGNORE_INDEX
+from kdray.errors import ConfigError, LossShapeError
 from kdray.losses.divergences import (
+    SparseTeacher,
     add_teacher_noise,
+    cross_entropy,
     forward_kl_per_token,
     generalized_jsd_per_token,
     reverse_kl_per_token,
     skew_forward_kl_per_token,
     skew_reverse_kl_per_token,
+    sparse_divergence,
     tempered_divergence,
     training_loss,
 )
@@ -269,3 +273,83 @@ def test_on_policy_batch_keeps_prompts_and_scores_only_the_samples():
     assert sampled["prompt_lengths"].tolist() == [3, 2]
     assert (sampled["labels"][0, :3] == IGNORE_INDEX).all()
     assert (sampled["labels"][0, 3:] != IGNORE_INDEX).any()
+
+
+# --- what the loss API refuses, and its edge of no scored token
+
+
+def _batch(rows=3, positions=8, vocab=50, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    student = torch.randn(rows, positions, vocab, generator=generator)
+    teacher = torch.randn(rows, positions, vocab, generator=generator)
+    labels = torch.randint(0, vocab, (rows, positions), generator=generator)
+    labels[:, :2] = IGNORE_INDEX  # the prompt
+    return student, teacher, labels
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda s, t, y: (s, t, y[:, :-1]), "labels (3, 7)"),  # labels one position shorter
+        (lambda s, t, y: (s, t, y[:2]), "labels (2, 8)"),  # labels for fewer rows
+        (lambda s, t, y: (s, torch.cat([t, t[:, :1]], 1), y), "teacher logits (3, 9, 50)"),
+        (lambda s, t, y: (s, t[:2], y), "teacher logits (2, 8, 50)"),  # teacher for fewer rows
+        (lambda s, t, y: (s, t[..., :40], y), "teacher logits (3, 8, 40)"),  # untrimmed vocab
+        (lambda s, t, y: (s[0], t, y), "student logits must be (batch, positions, vocab)"),
+    ],
+)
+def test_training_loss_refuses_mismatched_shapes_naming_both(change, named):
+    student, teacher, labels = change(*_batch())
+    with pytest.raises(LossShapeError, match=r"training_loss: .*") as error:
+        training_loss(student, labels, KDConfig("kd", temperature=2.0), teacher)
+    message = str(error.value)
+    assert named in message and "\n" not in message
+    if "must be" not in named:
+        assert "(3, 8, 50)" in message or "(3, 8)" in message  # the student's side too
+
+
+def test_matching_shapes_still_give_the_same_loss():
+    student, teacher, labels = _batch()
+    loss, _ = training_loss(student, labels, KDConfig("kd", temperature=2.0), teacher)
+    targets_mask = labels[:, 1:] != IGNORE_INDEX
+    reference = tempered_divergence(
+        forward_kl_per_token, student[:, :-1], teacher[:, :-1], targets_mask, 2.0
+    )
+    assert torch.allclose(loss, reference)
+
+
+def test_the_divergences_refuse_mismatched_masks_and_sparse_teachers():
+    student, teacher, labels = _batch()
+    mask = labels != IGNORE_INDEX
+    with pytest.raises(LossShapeError, match=r"mask \(3, 7\) do not match .*\(3, 8, 50\)"):
+        tempered_divergence(forward_kl_per_token, student, teacher, mask[:, :-1])
+    sparse = SparseTeacher(
+        torch.zeros(3, 7, 4), torch.zeros(3, 7, 4, dtype=torch.long), torch.zeros(3, 7), 50
+    )
+    with pytest.raises(LossShapeError, match=r"top-k teacher \(3, 7, 4\)"):
+        sparse_divergence(forward_kl_per_token, student, sparse, mask)
+    with pytest.raises(LossShapeError, match="top-k teacher"):
+        training_loss(student, labels, KDConfig("kd"), sparse)
+
+
+@pytest.mark.parametrize("method", ["sft", "kd", "revkd", "skew_fkl", "gkd"])
+def test_a_batch_with_no_scored_token_gives_loss_zero_not_nan(method):
+    student, teacher, labels = _batch()
+    student.requires_grad_(True)
+    labels[:] = IGNORE_INDEX
+    loss, _ = training_loss(student, labels, KDConfig(method), teacher)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(student.grad == 0)
+    assert cross_entropy(student[:, :-1], labels[:, 1:], labels[:, 1:] != IGNORE_INDEX) == 0
+
+
+@pytest.mark.parametrize("method", ["skew_fkl", "skew_rkl"])
+def test_skew_alpha_one_is_refused_and_just_below_it_still_trains(method):
+    with pytest.raises(ConfigError, match="skew_alpha = 1 makes"):
+        KDConfig(method, skew_alpha=1.0)
+    KDConfig("kd", skew_alpha=1.0)  # harmless where no skew KL is computed
+    student, teacher, labels = _batch()
+    student.requires_grad_(True)
+    loss, _ = training_loss(student, labels, KDConfig(method, skew_alpha=0.999), teacher)
+    loss.backward()
+    assert math.isfinite(loss.item()) and student.grad.abs().sum() > 0
