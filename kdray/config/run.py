@@ -33,6 +33,7 @@ STUDY_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
 
 
 def _check(condition: bool, message: str) -> None:
+    """ConfigError(message) unless the condition holds."""
     if not condition:
         raise ConfigError(message)
 
@@ -225,6 +226,7 @@ class TrainConfig:
         self._check_lora()
 
     def _check_optimisation(self) -> None:
+        """Steps, batch size, learning rate, warm-up and ZeRO stage."""
         _check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(
@@ -238,6 +240,7 @@ class TrainConfig:
         )
 
     def _check_workers_and_reports(self) -> None:
+        """Workers, their placement and CPUs, progress reports, checkpoints and failures."""
         _check(self.num_workers >= 1, f"num_workers must be >= 1, got {self.num_workers}")
         _check(
             self.placement_strategy in ("PACK", "SPREAD"),
@@ -262,6 +265,7 @@ class TrainConfig:
         )
 
     def _check_data_and_schedule(self) -> None:
+        """Training examples, fine-tuning mode, LR schedule, epochs, evaluation and lengths."""
         _check(
             self.train_examples is None or self.train_examples >= 1,
             f"train_examples must be >= 1, got {self.train_examples}",
@@ -289,6 +293,7 @@ class TrainConfig:
         )
 
     def _check_lora(self) -> None:
+        """LoRA rank, alpha, dropout and target modules."""
         _check(self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")
         _check(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
         _check(
@@ -354,6 +359,7 @@ def score_metric(domain: str) -> str:
 
 
 def _finite(value: float) -> bool:
+    """A real number (int or float), neither NaN nor infinite."""
     return isinstance(value, int | float) and math.isfinite(value)
 
 

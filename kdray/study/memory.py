@@ -115,8 +115,6 @@ def estimate_trial_memory(
     """Per-GPU memory estimate of one KD trial (student trained, teacher frozen)."""
     _check_layout(finetune, zero_stage, gpus, micro_batch, seq_len, teacher_placement)
     shard_weights = gpus if zero_stage >= 3 else 1
-    shard_teacher = teacher_placement == "zero3"
-    teacher_here = teacher is not None and teacher_placement != "actor"
     student_bytes, optimizer_bytes = _student_bytes(
         student, finetune, lora_rank, lora_targets, dtype_bytes, zero_stage, gpus
     )
@@ -124,20 +122,13 @@ def estimate_trial_memory(
     activation_bytes, logit_bytes = _activation_bytes(
         student, teacher, tokens, gradient_checkpointing
     )
-    overhead_bytes = CUDA_OVERHEAD_GIB * GIB
-    gathered = []  # layers a ZeRO-3 forward gathers (current + prefetched)
-    if zero_stage == 3 and gpus > 1:
-        gathered.append(student.layer_parameters)
-    if teacher_here and shard_teacher and gpus > 1:
-        gathered.append(teacher.layer_parameters)
-    if gathered:
-        overhead_bytes += 2 * max(gathered) * dtype_bytes
-
+    teacher_bytes = _teacher_bytes(teacher, teacher_placement, dtype_bytes, gpus)
+    overhead_bytes = _overhead_bytes(
+        student, teacher, teacher_placement, dtype_bytes, zero_stage, gpus
+    )
     parts = {
         "student_weights": student_bytes / shard_weights / GIB,
-        "teacher_weights": (teacher.parameters * dtype_bytes / (gpus if shard_teacher else 1) / GIB)
-        if teacher_here
-        else 0.0,
+        "teacher_weights": teacher_bytes / GIB,
         "trainable_optimizer": optimizer_bytes / GIB,
         "activations": activation_bytes / GIB,
         "logits": logit_bytes / GIB,
@@ -200,6 +191,33 @@ def _activation_bytes(
     if teacher is not None:
         logit_bytes += tokens * teacher.vocab_size * 4
     return activation_bytes, logit_bytes
+
+
+def _teacher_bytes(teacher: HubModel | None, placement: str, dtype_bytes: int, gpus: int) -> float:
+    """The frozen teacher's weights per rank in bytes: all (replica), 1/gpus (zero3), 0 (actor)."""
+    if teacher is None or placement == "actor":
+        return 0.0
+    return teacher.parameters * dtype_bytes / (gpus if placement == "zero3" else 1)
+
+
+def _overhead_bytes(
+    student: HubModel,
+    teacher: HubModel | None,
+    placement: str,
+    dtype_bytes: int,
+    zero_stage: int,
+    gpus: int,
+) -> float:
+    """CUDA context and slack, plus the layers a ZeRO-3 forward gathers, in bytes."""
+    overhead_bytes = CUDA_OVERHEAD_GIB * GIB
+    gathered = []  # layers a ZeRO-3 forward gathers (current + prefetched)
+    if zero_stage == 3 and gpus > 1:
+        gathered.append(student.layer_parameters)
+    if teacher is not None and placement == "zero3" and gpus > 1:  # the sharded teacher's
+        gathered.append(teacher.layer_parameters)
+    if gathered:
+        overhead_bytes += 2 * max(gathered) * dtype_bytes
+    return overhead_bytes
 
 
 def estimate_teacher_server_memory(

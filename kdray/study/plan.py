@@ -44,6 +44,7 @@ class PairPlan:
 
 
 def plan_pairs(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> list[PairPlan]:
+    """One row per student's SFT baseline and per teacher-student pair: trials, size, notes."""
     seeds = len(config.seeds)
     rows = [
         PairPlan(None, s, seeds, *_size(config, s, None, gpu_memory_gib))
@@ -70,6 +71,7 @@ def teacher_signals(config: StudyConfig, teacher: str) -> list[str]:
 
 
 def _hub(config: StudyConfig) -> bool:
+    """The study runs hub models (sized by the memory planner), not the tiny world."""
     return config.zoo == "hub"
 
 
@@ -87,6 +89,7 @@ def cache_build_gpus(
 
 
 def _cache_lines(config: StudyConfig, gpu_memory_gib: float) -> list[str]:
+    """(hub) The teachers whose caches the study builds, with the GPUs of each build task."""
     cached = [
         teacher
         for teacher in config.teachers()
@@ -109,6 +112,7 @@ def _cache_lines(config: StudyConfig, gpu_memory_gib: float) -> list[str]:
 
 
 def _memory_options(config: StudyConfig) -> dict:
+    """The students' training settings that the memory estimate takes."""
     train = config.student_train
     return dict(
         finetune=train.finetune,
@@ -189,15 +193,31 @@ def format_plan(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> 
 
 def _settings_lines(config: StudyConfig) -> list[str]:
     """What the study varies, how it trains, its loss and evaluation (and hub tasks)."""
-    train, kd, evaluation = config.student_train, config.kd, config.eval
     settings = config.kd_settings()
-    steps = steps_per_trial(config)
     lines = [
         f"plan of study {config.name!r} ({config.zoo} zoo, domain {config.domain}, "
         f"family {config.family}, {config.teacher_kind} teachers)",
         f"  methods: sft per student + {', '.join(config.methods)}; T {_join(config.temperatures)}"
         f"; sigma {_join(config.noise_sigmas)}; seeds {_join(config.seeds)}; "
         f"{len(settings)} KD settings per pair",
+        _training_line(config),
+        _loss_line(config),
+    ]
+    if _hub(config):
+        tasks = ", ".join(t.display for t in tasks_for_domain(config.domain))
+        lines.append(f"  evaluation tasks: {tasks}")
+        if config.validation_items:
+            lines.append(
+                f"  validation: {config.validation_items} examples held out of the training set"
+            )
+    return lines
+
+
+def _training_line(config: StudyConfig) -> str:
+    """The students' fine-tuning, optimiser, batch and budget (and best-checkpoint rule)."""
+    train = config.student_train
+    steps = steps_per_trial(config)
+    return (
         f"  training: {train.finetune}"
         + (
             f" (r={train.lora_rank}, alpha={train.lora_alpha}, dropout {train.lora_dropout}, "
@@ -214,7 +234,14 @@ def _settings_lines(config: StudyConfig) -> list[str]:
             f"; best of the validation loss every {train.eval_every} steps"
             if train.eval_every
             else ""
-        ),
+        )
+    )
+
+
+def _loss_line(config: StudyConfig) -> str:
+    """The loss's CE weight and tokens, and how the students are evaluated."""
+    kd, evaluation = config.kd, config.eval
+    return (
         f"  loss: CE weight {kd.ce_weight:g}, tokens {kd.loss_tokens}; evaluation: "
         f"{evaluation.decoding}"
         + (
@@ -223,16 +250,8 @@ def _settings_lines(config: StudyConfig) -> list[str]:
             if evaluation.decoding == "sampling"
             else ""
         )
-        + f", {evaluation.max_new_tokens} new tokens",
-    ]
-    if _hub(config):
-        tasks = ", ".join(t.display for t in tasks_for_domain(config.domain))
-        lines.append(f"  evaluation tasks: {tasks}")
-        if config.validation_items:
-            lines.append(
-                f"  validation: {config.validation_items} examples held out of the training set"
-            )
-    return lines
+        + f", {evaluation.max_new_tokens} new tokens"
+    )
 
 
 def _teacher_fine_tuning_line(config: StudyConfig, gpu_memory_gib: float) -> str:
@@ -293,6 +312,7 @@ def _placement_lines(config: StudyConfig, rows: list[PairPlan], gpu_memory_gib: 
 
 
 def _table(rows: list[PairPlan], hub: bool) -> str:
+    """The pairs' markdown table (with GPUs, memory and notes for hub models)."""
     header = ["teacher", "student", "trials"]
     if hub:
         header += ["GPUs/trial", "GiB/GPU (est.)", "notes"]
@@ -310,10 +330,12 @@ def _table(rows: list[PairPlan], hub: bool) -> str:
 
 
 def _join(values) -> str:
+    """Values comma-separated, floats in their shortest form."""
     return ",".join(
         f"{v:g}" if isinstance(v, float) and not math.isnan(v) else str(v) for v in values
     )
 
 
 def _count(number: int, noun: str) -> str:
+    """A count and its noun, plural unless 1: `1 trial`, `2 trials`."""
     return f"{number} {noun}{'' if number == 1 else 's'}"

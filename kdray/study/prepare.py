@@ -223,6 +223,7 @@ def attach_teachers(
 
 
 def _world(config: StudyConfig, cache_root: Path) -> World | HubWorld:
+    """The study's world: hub data or the tiny world of its family, built or reused."""
     if config.zoo == "hub":
         source = config.data_dir or "the Hugging Face hub"
         say(f"preparing the {config.domain} data from {source} (cached)")
