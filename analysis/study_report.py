@@ -160,16 +160,11 @@ def _ablation_sections(
             sections.append(
                 Section(f"{title} ({task})", [], table, figure, f"accuracy_vs_{factor}")
             )
-    kinds = ablations.teacher_kinds(frame, conventions)
-    if not kinds.empty:
-        sections.append(
-            Section(
-                f"Task-aware vs task-unaware teacher: improvement over SFT ({task})",
-                [],
-                kinds,
-                latex="teacher_kinds",
-            )  # fmt: skip
-        )
+    sections += _table_only(
+        f"Task-aware vs task-unaware teacher: improvement over SFT ({task})",
+        ablations.teacher_kinds(frame, conventions),
+        "teacher_kinds",
+    )
     paradox = ablations.agreement_fidelity(frame, conventions)
     if not paradox.empty:
         sections.append(
@@ -181,17 +176,17 @@ def _ablation_sections(
                 "agreement_fidelity",
             )
         )
-    best = ablations.best_settings(frame, conventions)
-    if not best.empty:
-        sections.append(
-            Section(
-                f"Best KD settings per student size ({task}, every setting tried)",
-                [],
-                best,
-                latex="best_settings",
-            )  # fmt: skip
-        )
+    sections += _table_only(
+        f"Best KD settings per student size ({task}, every setting tried)",
+        ablations.best_settings(frame, conventions),
+        "best_settings",
+    )
     return sections
+
+
+def _table_only(title: str, table: pd.DataFrame, latex: str) -> list[Section]:
+    """A section of just a table and its LaTeX name; none when the table is empty."""
+    return [] if table.empty else [Section(title, [], table, latex=latex)]
 
 
 @dataclass(frozen=True)
