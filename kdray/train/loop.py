@@ -250,8 +250,9 @@ class StepClock:
     def __post_init__(self) -> None:
         self.window_started = self.started
 
-    def tokens_per_second(self, world_size: int) -> float:
-        return self.window_tokens * world_size / (time.perf_counter() - self.window_started)
+    def tokens_per_second(self, world_size: int, now: float | None = None) -> float:
+        now = time.perf_counter() if now is None else now
+        return self.window_tokens * world_size / (now - self.window_started)
 
     def stop(self) -> None:
         self.attempt_seconds = time.perf_counter() - self.started
@@ -318,7 +319,7 @@ def next_micro_batch(worker: Worker) -> tuple[dict[str, torch.Tensor], bool]:
     sampled = sample_batch(
         worker.engine.module, batch, tokenizer.pad_token_id, tokenizer.eos_token_id,
         spec.kd.temperature, spec.eval.max_new_tokens, spec.kd.loss_tokens,
-        synced_gpus=spec.train.zero_stage == 3 and worker.world_size > 1,
+        synced_gpus=worker.synced,
     )  # fmt: skip
     return sampled, True
 
@@ -380,8 +381,7 @@ def report_progress(worker: Worker, step: int, progress: LoopState, clock: StepC
     and a checkpoint when this step keeps one."""
     curves, logger = progress.curves, worker.logger
     now = time.perf_counter()
-    speed = clock.window_tokens * worker.world_size / (now - clock.window_started)
-    curves["tokens_per_second"].append((step, speed))
+    curves["tokens_per_second"].append((step, clock.tokens_per_second(worker.world_size, now)))
     report = {"step": step, "train_loss": _recent_mean(curves["train_loss"])}
     if worker.score_items:
         report["val_score"] = validation_score(worker)
