@@ -167,7 +167,11 @@ class TrainConfig:
     learning_rate: float = 3e-3
     warmup_steps: int = 20
     lr_schedule: str = "cosine"
-    """After warm-up: `cosine` or `linear` decay to zero at the last step (the study: linear)."""
+    """After warm-up: `cosine` or `linear` decay to `min_lr_ratio` at the last step (the
+study: linear to zero)."""
+    min_lr_ratio: float = 0.0
+    """The learning rate's floor, as a fraction of `learning_rate` (0: decay to zero). A floor
+    keeps the last steps learning, so where a run is read off its curve matters less."""
     epochs: float | None = None
     """If set, overrides `steps`: epochs over the run's training examples at the effective
     batch (batch_size x grad_accum_steps x workers), as the study budgets its runs."""
@@ -234,6 +238,9 @@ class TrainConfig:
             f"learning rate must be > 0, got {self.learning_rate}",
         )
         _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(
+            0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"
+        )
         _check(
             self.zero_stage in (0, 1, 2, 3),
             f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}",

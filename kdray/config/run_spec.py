@@ -41,6 +41,9 @@ class RunSpec:
     """seqkd: JSON list of the teacher's responses to the training prompts, in order."""
     teacher_predictions: str | None = None
     """JSON of the teacher's test predictions, for agreement and fidelity."""
+    eval_teacher_dir: str | None = None
+    """The study's teacher model folder, for the held-out KL(teacher || student) of every
+    trial (sft included); None skips that metric."""
     tracking_uri: str | None = None
     run_id: str | None = None
     """MLflow run that rank 0 writes the curve, metrics and predictions to."""
@@ -48,13 +51,14 @@ class RunSpec:
     @classmethod
     def in_world(
         cls, world: World | HubWorld, role: str, model_name: str, train: TrainConfig, kd: KDConfig,
-        eval: EvalConfig, **extra: Any,
+        eval: EvalConfig, init_dir: str | None = None, **extra: Any,
     ) -> RunSpec:  # fmt: skip
-        """A run on `world`'s data and tokenizer, starting from its `model_name` folder."""
+        """A run on `world`'s data and tokenizer, starting from `init_dir` (default: the
+        world's `model_name` folder)."""
         return cls(
             role=role,
             model_name=model_name,
-            init_dir=str(world.model_dir(model_name)),
+            init_dir=init_dir or str(world.model_dir(model_name)),
             tokenizer_dir=str(world.tokenizer_for(model_name)),
             data_dir=str(world.data_dir),
             domain=world.domain,

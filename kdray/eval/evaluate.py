@@ -12,6 +12,7 @@ import torch
 from kdray.config.run import score_metric
 from kdray.config.run_spec import RunSpec
 from kdray.data.examples import read_split
+from kdray.eval.likelihood import held_out_metrics
 from kdray.eval.responses import (
     agreement,
     fidelity,
@@ -24,6 +25,19 @@ from kdray.eval.responses import (
 )
 
 PREDICTIONS_FILE = "predictions.json"
+
+
+def likelihood_metrics(spec: RunSpec, model, tokenizer, validation, test) -> dict[str, float]:
+    """Teacher-forced metrics on the references: test `nll`, `answer_token_accuracy` and (with
+    the study's teacher) `kl_teacher_student`; `val_nll` for searches and early choices."""
+    teacher = None
+    if spec.eval_teacher_dir:
+        from kdray.models import load_model
+
+        teacher = load_model(spec.eval_teacher_dir, next(model.parameters()).device)
+    metrics = held_out_metrics(model, tokenizer, test, teacher, spec.eval.batch_size)
+    metrics["val_nll"] = held_out_metrics(model, tokenizer, validation)["nll"]
+    return metrics
 
 
 def evaluate(spec: RunSpec, model: torch.nn.Module, tokenizer, out_dir: Path) -> dict[str, float]:
@@ -44,6 +58,7 @@ def evaluate(spec: RunSpec, model: torch.nn.Module, tokenizer, out_dir: Path) ->
     per_task = task_scores(predictions)
     metrics.update({f"score/{task}": v for task, v in per_task.items()})
     metrics["average"] = sum(per_task.values()) / len(per_task)  # unweighted over tasks
+    metrics.update(likelihood_metrics(spec, model, tokenizer, validation, test))
     teacher = None
     if spec.teacher_predictions:
         records = json.loads(Path(spec.teacher_predictions).read_text())

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdray.cache import default_cache_dir
+from kdray.config.pretrain import PretrainConfig
 from kdray.config.run import TEACHER_KINDS, EvalConfig, KDConfig, TrainConfig, _check
 from kdray.hub.zoo import check_pair, hub_model
 from kdray.world.domains import WorldConfig, check_domain, domain_of
@@ -56,6 +57,10 @@ class StudyConfig:
     own method, temperature and noise."""
     world: WorldConfig | None = field(default_factory=MathWorldConfig)
     """The tiny world's task (None for the hub zoo)."""
+    pretrain: PretrainConfig | None = None
+    """Tiny zoo: pretrain a base per model (and per seed for students) on the world's generic
+    text, and start every run from it (the tiny preset does); None starts from a random
+    initialisation. Hub models are pretrained already."""
     data_dir: str | None = None
     """Hub zoo: a local folder with the LLM-Adapters / MiniLLM data files (None: the hub)."""
     validation_items: int | None = None
@@ -102,6 +107,10 @@ class StudyConfig:
         )
         if self.zoo == "tiny":
             _check(self.data_dir is None, "--data-dir is for the paper preset's real data")
+        else:
+            _check(
+                self.pretrain is None, "pretraining is for the tiny zoo; hub models come pretrained"
+            )
             _check(self.world is not None, "the tiny zoo needs a world config")
             _check(
                 domain_of(self.world) == self.domain,

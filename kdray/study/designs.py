@@ -37,7 +37,9 @@ class StudyDesign:
 
 
 def _temperature(config: StudyConfig, smoke: bool) -> dict[str, Any]:
-    return {"methods": ("kd", "revkd"), "temperatures": (2.0,) if smoke else (1.0, 2.0, 5.0)}
+    # Rev-KD is one flag away (--methods kd,revkd): the default keeps three seeds per setting
+    # inside the 15-minute budget instead.
+    return {"methods": ("kd",), "temperatures": (2.0,) if smoke else (1.0, 2.0, 5.0)}
 
 
 def _noise(config: StudyConfig, smoke: bool) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from kdray.config.run import TrainConfig, flatten, to_dict
 from kdray.console import say
 from kdray.hub.world import HubWorld, build_hub_world
 from kdray.hub.zoo import check_pair
+from kdray.study.bases import init_dir, prepare_bases
 from kdray.study.config import StudyConfig
 from kdray.study.plan import cache_build_gpus, layout_needed
 from kdray.study.runtime import PhaseClock, connect_ray
@@ -89,6 +90,8 @@ def prepare_study(config: StudyConfig) -> PreparedStudy:
         storage = cache_root / "ray_results"
         plans = trial_plans(config, world)  # before teachers: a pair that cannot fit fails now
         run = TeacherRuns(client, experiment_id, tracking_uri, parent_id)
+        prepare_bases(config, world, run)
+        clock.done("bases")
         teachers = prepare_teachers(config, world, storage, run, parent_log)
         clock.done("teachers")
         responses = seqkd_responses(config, world, plans, teachers)
@@ -218,6 +221,7 @@ def attach_teachers(
             plan["spec"],
             teacher_dir=str(teacher.folder) if plan["teacher"] else None,
             teacher_predictions=str(teacher.predictions_file) if teacher else None,
+            eval_teacher_dir=str(teacher.folder) if teacher else None,
             teacher_responses=responses.get((plan["teacher"], plan["teacher_kind"])),
         )
 
@@ -274,13 +278,15 @@ def _teacher(
     if config.zoo == "hub":  # the teacher's SFT sized like a student's (kdray.study.plan)
         layout = layout_needed(config, name, None)
         train = dataclasses.replace(train, num_workers=layout.gpus, zero_stage=layout.zero_stage)
-    folder = teacher_folder(world, name, kind, train, config.eval)
+    start = init_dir(config, world, name, train.seed, teacher=True)
+    start = None if start == str(world.model_dir(name)) else start
+    folder = teacher_folder(world, name, kind, train, config.eval, start)
     run_id = None
     if not is_complete(folder):
         run_id = open_teacher_run(config, name, kind, train, runs)
     try:
         teacher = prepare_teacher(
-            world, name, kind, train, config.eval, storage, runs.tracking_uri, run_id
+            world, name, kind, train, config.eval, storage, runs.tracking_uri, run_id, start
         )
     except BaseException:
         if run_id:
@@ -300,6 +306,8 @@ def open_teacher_run(
     what = f"{train.steps} SFT steps" if train.epochs is None else f"{train.epochs:g} epochs"
     if kind == "task-unaware":
         what = "the base model, evaluated only"
+        if config.pretrain is not None and config.zoo == "tiny":
+            what = "the pretrained base, not fine-tuned on the task; evaluated only"
     say(f"preparing the {kind} teacher {name} ({what}; cached for later studies)")
     run = runs.client.create_run(
         runs.experiment_id,

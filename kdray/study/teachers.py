@@ -41,10 +41,18 @@ class PreparedTeacher:
 
 
 def teacher_folder(
-    world: World | HubWorld, name: str, kind: str, train: TrainConfig, eval_config: EvalConfig
+    world: World | HubWorld,
+    name: str,
+    kind: str,
+    train: TrainConfig,
+    eval_config: EvalConfig,
+    init_dir: str | None = None,
 ) -> Path:
+    """The cache folder of a teacher; `init_dir`: the base it starts from, when it is not the
+    world's own model folder (a pretrained tiny base)."""
     trained = train.what_it_trains() if kind == "task-aware" else None
-    key = content_key(world.key, name, kind, trained, to_dict(eval_config))
+    start = [Path(init_dir).name] if init_dir else []  # the base's name holds its content key
+    key = content_key(world.key, name, kind, trained, to_dict(eval_config), *start)
     return world.root.parent.parent / "teachers" / f"{name}-{kind}-{key}"
 
 
@@ -57,11 +65,13 @@ def prepare_teacher(
     storage_path: Path,
     tracking_uri: str | None = None,
     run_id: str | None = None,
+    init_dir: str | None = None,
 ) -> PreparedTeacher:
     """The teacher of `kind`, from the cache or prepared now: `task-aware` fine-tunes `name`
-    on the world's training split (SFT); `task-unaware` evaluates the base model as it is."""
+    (from `init_dir`, default the world's model folder) on the world's training split (SFT);
+    `task-unaware` evaluates that starting model as it is."""
     spec = RunSpec.in_world(
-        world, "teacher", name, train, KDConfig(method="sft"), eval_config,
+        world, "teacher", name, train, KDConfig(method="sft"), eval_config, init_dir=init_dir,
         tracking_uri=tracking_uri, run_id=run_id,
     )  # fmt: skip
 
@@ -74,7 +84,7 @@ def prepare_teacher(
         with checkpoint.as_directory() as folder:
             shutil.copytree(folder, staging)
 
-    target = teacher_folder(world, name, kind, train, eval_config)
+    target = teacher_folder(world, name, kind, train, eval_config, init_dir)
     folder, built_now = build_once(target, build, verify=True, on_rebuild=say)
     return PreparedTeacher(name, folder, built_now)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdray.config.run import KDConfig, TrainConfig
 from kdray.config.run_spec import RunSpec
+from kdray.study.bases import init_dir
 from kdray.study.config import StudyConfig
 from kdray.study.plan import layout_needed
 from kdray.teacher.signal import ONLINE, choose_teacher_signal
@@ -53,7 +54,15 @@ def trial_plan(
         "teacher": teacher,
         "teacher_kind": teacher_kind if teacher else None,
         "params": trial_params(config, world, teacher, student, seed, kd, teacher_kind),
-        "spec": RunSpec.in_world(world, "student", student, train, kd, config.eval),
+        "spec": RunSpec.in_world(
+            world,
+            "student",
+            student,
+            train,
+            kd,
+            config.eval,
+            init_dir=init_dir(config, world, student, seed, teacher=False),
+        ),  # fmt: skip
     }
 
 

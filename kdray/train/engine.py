@@ -5,27 +5,13 @@ bring nothing and each costs a one-minute JIT build on a fresh machine."""
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
 
 from kdray.config.deepspeed import deepspeed_config
 from kdray.config.run import TrainConfig
-
-
-def warmup_then_decay(train: TrainConfig):
-    """Linear warm-up, then cosine or linear decay to zero at the last step."""
-
-    def factor(step: int) -> float:
-        if step < train.warmup_steps:
-            return (step + 1) / train.warmup_steps
-        progress = min(1.0, (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps))
-        if train.lr_schedule == "linear":
-            return 1.0 - progress
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
+from kdray.config.schedule import warmup_then_decay
 
 
 def create_engine(model: torch.nn.Module, train: TrainConfig):

@@ -14,12 +14,15 @@ from kdray.config.run import to_dict
 from kdray.console import say
 from kdray.data.prompts import format_prompt
 from kdray.world.domains import WorldConfig, domain_of, generate_splits
+from kdray.world.pretraining import pretraining_corpus
 from kdray.world.tokenizer import save_tokenizer, train_tokenizer
 from kdray.world.zoo import build_model, count_parameters, family_models, tiny_model
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bump when the generator's output changes for the same config."""
 MODEL_INIT_SEED = 1234
+PRETRAINING_DOCUMENTS = 20_000
+"""Documents of generic text the world holds for pretraining its bases (kdray.world.bases)."""
 
 
 @dataclass(frozen=True)
@@ -93,12 +96,23 @@ class World:
     def tokenizer(self):
         return AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
 
+    def pretraining_documents(self) -> list[str]:
+        return json.loads((self.data_dir / "pretraining.json").read_text())
+
+
+def init_seed(name: str, family: str, seed: int = 0) -> int:
+    """The random initialisation's seed of model `name` for study seed `seed` (seed 0: the
+    initial model the world saves)."""
+    index = sorted(family_models(family)).index(name)
+    return MODEL_INIT_SEED + index + 7919 * seed
+
 
 def world_key(config: WorldConfig, family: str) -> str:
     specs = {name: to_dict(spec) for name, spec in family_models(family).items()}
     return content_key(
-        GENERATOR_VERSION, domain_of(config), to_dict(config), family, specs, MODEL_INIT_SEED
-    )
+        GENERATOR_VERSION, domain_of(config), to_dict(config), family, specs, MODEL_INIT_SEED,
+        PRETRAINING_DOCUMENTS,
+    )  # fmt: skip
 
 
 def build_world(config: WorldConfig, cache_dir: Path, family: str = "qwen") -> tuple[World, bool]:
@@ -112,12 +126,15 @@ def build_world(config: WorldConfig, cache_dir: Path, family: str = "qwen") -> t
         (staging / "data").mkdir(parents=True)
         for name, records in splits.items():
             (staging / "data" / f"{name}.json").write_text(json.dumps(records, indent=1))
-        texts = [format_prompt(r) + r["output"] for r in splits["train"]]
+        documents = pretraining_corpus(config, PRETRAINING_DOCUMENTS)
+        (staging / "data" / "pretraining.json").write_text(json.dumps(documents, indent=0))
+        # The tokenizer learns the world's text: its generic text and the task's.
+        texts = documents + [format_prompt(r) + r["output"] for r in splits["train"]]
         tokenizer = train_tokenizer(texts, config.vocab_size, family)
         save_tokenizer(tokenizer, staging / "tokenizer")
         parameters, widths = {}, {}
-        for index, (name, spec) in enumerate(sorted(family_models(family).items())):
-            model = build_model(spec, tokenizer, staging / "models" / name, MODEL_INIT_SEED + index)
+        for name, spec in sorted(family_models(family).items()):
+            model = build_model(spec, tokenizer, staging / "models" / name, init_seed(name, family))
             parameters[name] = count_parameters(model)
             widths[name] = model.get_output_embeddings().weight.shape[0]
         manifest = {

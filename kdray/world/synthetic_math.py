@@ -13,6 +13,11 @@ from kdray.world.splits import draw_splits
 
 NAMES = ("Tom", "Anna", "Ben", "Mia", "Sam", "Lucy", "Max", "Eva", "Leo", "Nora")
 ITEMS = ("apples", "pens", "books", "coins", "cards", "stickers", "marbles", "shells")
+START_PHRASES = ("{name} starts with {value} {item}.", "At first {name} has {value} {item}.",
+                 "{name} begins with {value} {item}.")  # fmt: skip
+STEP_PHRASES = ("{a} {op} {b} = {c}.", "Then {a} {op} {b} = {c}.", "So {a} {op} {b} = {c}.")
+"""Rationale wordings (the first is the original one); every wording keeps the numbers in
+the same order, so the answer still follows from the steps."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,16 @@ class MathWorldConfig:
     test_size: int = 300
     vocab_size: int = 400
     """Target size of the BPE tokenizer trained on the task."""
+    phrasings: int = 3
+    """Ways a rationale may word each line (1: one fixed wording). Drawn at random per line,
+    so a task-aware teacher's next-token distributions are not one-hot: there is something
+    for KD to transfer beyond the answer."""
 
     def __post_init__(self) -> None:
+        _check(
+            1 <= self.phrasings <= len(START_PHRASES),
+            f"phrasings must be in [1, {len(START_PHRASES)}]",
+        )
         _check(1 <= self.min_steps <= self.max_steps, "need 1 <= min_steps <= max_steps")
         _check(self.max_start >= 2 and self.max_operand >= 1, "max_start/max_operand too small")
         _check(0 <= self.distractor_prob <= 1, "distractor_prob must be in [0, 1]")
@@ -54,7 +67,8 @@ def _one_problem(rng: random.Random, config: MathWorldConfig) -> dict[str, str]:
     item, other_item = rng.sample(ITEMS, 2)
     value = rng.randint(2, config.max_start)
     sentences = [f"{name} has {value} {item}."]
-    rationale = [f"{name} starts with {value} {item}."]
+    phrase = lambda options: options[rng.randrange(config.phrasings)]  # noqa: E731
+    rationale = [phrase(START_PHRASES).format(name=name, value=value, item=item)]
     steps = rng.randint(config.min_steps, config.max_steps)
     for _ in range(steps):
         feasible = {
@@ -80,7 +94,7 @@ def _one_problem(rng: random.Random, config: MathWorldConfig) -> dict[str, str]:
             amount = rng.randint(2, top)
             sentences.append(f"Then {name} has {amount} times as many.")
             new_value = value * amount
-        rationale.append(f"{value} {op} {amount} = {new_value}.")
+        rationale.append(phrase(STEP_PHRASES).format(a=value, op=op, b=amount, c=new_value))
         value = new_value
     if rng.random() < config.distractor_prob:
         position = rng.randint(1, len(sentences))

@@ -1,0 +1,115 @@
+"""The study's pretrained tiny bases (kdray.world.bases): the teacher's and one per student and
+seed, built before the teachers as parallel Ray tasks of one CPU each, each tracked as its own
+MLflow run (role `pretrain`) and cached for later studies."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from mlflow.entities import RunStatus
+
+from kdray.cache import is_complete
+from kdray.config.run import flatten, to_dict
+from kdray.console import say
+from kdray.hub.world import HubWorld
+from kdray.study.config import StudyConfig
+from kdray.tracking.runs import RunLogger, mark_failed, run_tags
+from kdray.world.bases import base_folder, build_base, pretraining_record
+from kdray.world.build import World
+
+
+@dataclass(frozen=True)
+class BaseNeed:
+    model: str
+    seed: int
+    teacher: bool
+    """The teacher's base (pretrained longer)."""
+
+
+def needed_bases(config: StudyConfig) -> list[BaseNeed]:
+    """Every teacher's base (its training seed) and every student's base per study seed."""
+    needs = [BaseNeed(t, config.teacher_train.seed, True) for t in config.teachers()]
+    needs += [BaseNeed(s, seed, False) for seed in config.seeds for s in config.distinct_students()]
+    return list(dict.fromkeys(needs))
+
+
+def init_dir(
+    config: StudyConfig, world: World | HubWorld, model: str, seed: int, teacher: bool
+) -> str:
+    """The folder a run of `model` starts from: its pretrained base on the tiny world with
+    pretraining, else the world's own model folder (a hub id, or a random initialisation)."""
+    if config.pretrain is None or isinstance(world, HubWorld):
+        return str(world.model_dir(model))
+    return str(base_folder(world, model, seed, config.pretrain, teacher))
+
+
+def prepare_bases(config: StudyConfig, world: World | HubWorld, runs) -> None:
+    """Pretrain the bases the study needs that the cache lacks, in parallel, one MLflow run
+    each; `runs` is the study's kdray.study.prepare.TeacherRuns."""
+    if config.pretrain is None or isinstance(world, HubWorld):
+        return
+    missing = [
+        need for need in needed_bases(config)
+        if not is_complete(base_folder(world, need.model, need.seed, config.pretrain, need.teacher))
+    ]  # fmt: skip
+    reused = len(needed_bases(config)) - len(missing)
+    if reused:
+        say(f"{reused} pretrained base(s) reused from the cache")
+    if not missing:
+        return
+    steps = f"{config.pretrain.steps} steps, the teacher's {config.pretrain.teacher_steps}"
+    say(f"pretraining {len(missing)} tiny base(s) on the world's generic text ({steps}; cached)")
+    task = ray.remote(num_cpus=1)(_pretrain)
+    started = time.perf_counter()
+    pending = {}
+    for need in missing:
+        run_id = _open_run(config, need, runs)
+        ref = task.remote(world, need.model, need.seed, config.pretrain, need.teacher)
+        pending[ref] = (need, run_id)
+    try:
+        while pending:
+            [done], _ = ray.wait(list(pending))
+            need, run_id = pending.pop(done)
+            folder = Path(ray.get(done))
+            curve = pretraining_record(folder)["curve"]
+            logger = RunLogger(runs.tracking_uri, run_id)
+            logger.log_curve("pretrain_loss", [(step, loss) for step, loss in curve])
+            logger.log_metrics({"final_pretrain_loss": curve[-1][1]})
+            runs.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+            say(f"  base {need.model} seed {need.seed}: loss {curve[-1][1]:.3f} "
+                f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
+    except BaseException:
+        for _, run_id in pending.values():
+            mark_failed(runs.client, run_id)
+        raise
+
+
+def _pretrain(world: World, model: str, seed: int, pretrain, teacher: bool) -> str:
+    import torch
+
+    from kdray.models import quiet_libraries
+
+    quiet_libraries()
+    torch.set_num_threads(1)  # the task holds one CPU: more threads only oversubscribe it
+    folder, _ = build_base(world, model, seed, pretrain, teacher)
+    return str(folder)
+
+
+def _open_run(config: StudyConfig, need: BaseNeed, runs) -> str:
+    run = runs.client.create_run(
+        runs.experiment_id,
+        run_name=f"pretrain {need.model} seed={need.seed}",
+        tags={
+            **run_tags(config.preset, config.domain, config.name),
+            "kdray.role": "pretrain",
+            "kdray.study_parent": runs.parent_id,
+        },
+    )
+    recipe = config.pretrain.train_config(need.teacher, need.seed)
+    RunLogger(runs.tracking_uri, run.info.run_id).log_params(
+        {"model": need.model, "seed": need.seed, **flatten(to_dict(recipe), "pretrain.")}
+    )
+    return run.info.run_id
