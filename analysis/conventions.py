@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+RUN_METRICS = ("agreement", "fidelity", "nll", "kl_teacher_student", "answer_token_accuracy")
+"""Metrics of a whole run (not per task): agreement and BLEU fidelity with the teacher, and the
+teacher-forced held-out NLL, KL(teacher || student) and answer-token accuracy."""
 RUN_KEYS = ["study", "teacher", "student", "method", "temperature", "noise_sigma",
             "teacher_kind", "domain", "seed", "role"]  # fmt: skip
 """What tells runs apart when a results file has no `run_id` column."""
@@ -88,7 +91,7 @@ def _filled(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def with_average(frame: pd.DataFrame, name: str | None = "Average") -> pd.DataFrame:
     """`frame` plus one `name` row per run: the unweighted mean of its accuracies over the
-    tasks it was evaluated on (agreement and fidelity are per run already)."""
+    tasks it was evaluated on (RUN_METRICS are per run already)."""
     if not name or frame.empty:
         return frame
     if "run_id" in frame and frame["run_id"].notna().all():
@@ -100,7 +103,7 @@ def with_average(frame: pd.DataFrame, name: str | None = "Average") -> pd.DataFr
     grouped = _filled(rows, keys).groupby(keys, sort=False, dropna=False)
     average = grouped.first().reset_index()
     average["accuracy"] = grouped["accuracy"].mean().to_numpy()
-    for column in ("agreement", "fidelity"):
+    for column in RUN_METRICS:
         if column in rows:
             average[column] = grouped[column].mean().to_numpy()
     average["task"] = name

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from analysis.conventions import RUN_METRICS
 from kdray.config.run import TEACHER_KINDS, score_metric
 from kdray.errors import KdrayError
 from kdray.tracking.stores import missing_sqlite_store
@@ -26,6 +27,9 @@ SCHEMA_COLUMNS = (
     "accuracy",
     "agreement",
     "fidelity",
+    "nll",
+    "kl_teacher_student",
+    "answer_token_accuracy",
 )
 REQUIRED_COLUMNS = ("study", "student", "method", "task", "accuracy")
 NUMERIC_COLUMNS = (
@@ -36,9 +40,12 @@ NUMERIC_COLUMNS = (
     "accuracy",
     "agreement",
     "fidelity",
+    "nll",
+    "kl_teacher_student",
+    "answer_token_accuracy",
 )
 OPTIONAL_COLUMNS = [c for c in SCHEMA_COLUMNS if c not in REQUIRED_COLUMNS]
-PARAM_COLUMNS = [c for c in SCHEMA_COLUMNS if c not in ("accuracy", "agreement", "fidelity")]
+PARAM_COLUMNS = [c for c in SCHEMA_COLUMNS if c not in ("accuracy", *RUN_METRICS)]
 EXTRA_COLUMNS = ("metric", "run_id", "seed", "role")
 """`metric` says what `accuracy` holds: `accuracy` (percent) or `rouge_l` (instruction
 following, ROUGE-L F x 100)."""
@@ -78,7 +85,7 @@ def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
 def _trial_rows(run) -> list[dict]:
     """A finished trial's rows, one per task it was scored on."""
     base = {c: run.data.params.get(c, "") for c in PARAM_COLUMNS}
-    base.update({m: run.data.metrics.get(m) for m in ("agreement", "fidelity")})
+    base.update({m: run.data.metrics.get(m) for m in RUN_METRICS})
     base.update(
         metric=score_metric(base["domain"]),
         run_id=run.info.run_id,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from analysis.figures import study_figure
 from analysis.loader import load_mlflow_results
+from analysis.replicates import replicates_markdown, replicates_table
 from analysis.study_report import write_report
 from analysis.tables import (
     across_tasks,
@@ -43,16 +44,17 @@ def write_study_summary(tracking_uri: str, parent_run_id: str, out_dir: Path) ->
             lines.append(f"Teacher {metric} on {task}: {value:.1f}")
     if gap_student:
         lines.append(f"Largest teacher-SFT gap: {gap_student}")
-    lines += ["", to_markdown(table), ""]
+    lines += ["", to_markdown(table), "", replicates_markdown(by_task), ""]
     markdown = "\n".join(lines)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.md").write_text(markdown)
     table.to_csv(out_dir / "results.csv", index=False)
+    replicates_table(by_task).to_csv(out_dir / "replicates.csv", index=False)
     results_table(by_task).to_csv(out_dir / "results_by_task.csv", index=False)
     by_task.to_csv(out_dir / "runs.csv", index=False)
     figure = study_figure(frame, out_dir)
     logger = RunLogger(tracking_uri, parent_run_id)
-    for name in ("results.md", "results.csv", "results_by_task.csv", "runs.csv"):
+    for name in ("results.md", "results.csv", "replicates.csv", "results_by_task.csv", "runs.csv"):
         logger.log_file(out_dir / name, "analysis")
     logger.log_file(figure, "analysis")
     # The study's statistics (t-tests, ANOVA, Spearman, ablations) from the same rows.

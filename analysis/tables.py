@@ -7,6 +7,8 @@ import pandas as pd
 
 METHOD_ORDER = {"base": 0, "sft": 1, "kd": 2, "revkd": 3, "seqkd": 4, "gkd": 5}
 GROUP_COLUMNS = ["student", "method", "temperature", "noise_sigma", "teacher_kind", "task"]
+LIKELIHOOD_COLUMNS = ("nll", "kl_teacher_student", "answer_token_accuracy")
+"""Held-out teacher-forced metrics (per run); shown where the runs logged them."""
 
 
 def results_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -26,6 +28,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
             accuracy_sd=("accuracy", "std"),
             agreement=("agreement", "mean"),
             fidelity=("fidelity", "mean"),
+            **{m: (m, "mean") for m in LIKELIHOOD_COLUMNS if m in students},
             runs=("accuracy", "size"),
         )
         .reset_index()
@@ -52,6 +55,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
         "improvement",
         "agreement",
         "fidelity",
+        *[m for m in LIKELIHOOD_COLUMNS if m in ordered],
         "runs",
         "accuracy_sd",
     ]
@@ -100,6 +104,13 @@ def to_markdown(table: pd.DataFrame) -> str:
     shown = table.drop(columns=["accuracy_sd"]).copy()
     if shown["teacher_kind"].replace("", None).nunique() <= 1:  # shown when a study compares
         shown = shown.drop(columns=["teacher_kind"])
-    for column in ("accuracy", "improvement", "agreement", "fidelity"):
-        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+    for column in ("accuracy", "improvement", "agreement", "fidelity", "answer_token_accuracy"):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+    for column in ("nll", "kl_teacher_student"):
+        if column in shown:
+            if shown[column].isna().all():
+                shown = shown.drop(columns=[column])
+                continue
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     return shown.to_markdown(index=False)

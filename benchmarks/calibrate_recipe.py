@@ -61,6 +61,14 @@ def base(name: str, seed: int, args, tokenizer, documents) -> torch.nn.Module:
     return model
 
 
+def fine_tune_recipe(args, steps: int, learning_rate: float, seed: int) -> TrainConfig:
+    return TrainConfig(
+        steps=steps, batch_size=32, learning_rate=learning_rate, warmup_steps=args.warmup,
+        weight_decay=args.weight_decay, min_lr_ratio=args.min_lr_ratio, report_every=steps,
+        seed=seed,
+    )  # fmt: skip
+
+
 def fine_tune(model, tokenizer, records, recipe: TrainConfig, kd: KDConfig, teacher=None):
     from kdray.losses.divergences import training_loss
 
@@ -80,10 +88,11 @@ def fine_tune(model, tokenizer, records, recipe: TrainConfig, kd: KDConfig, teac
 
 
 def accuracy(model, tokenizer, records) -> float:
-    from kdray.config.run import EvalConfig
+    """Greedy test accuracy, decoded as the tiny preset evaluates (up to 96 new tokens)."""
     from kdray.eval.responses import generate_responses, mean_score, score_responses
+    from kdray.study.presets import TINY_EVAL
 
-    eval_config = EvalConfig(max_items=len(records), batch_size=100, max_new_tokens=40)
+    eval_config = dataclasses.replace(TINY_EVAL, max_items=len(records))
     responses = generate_responses(model, tokenizer, records, eval_config)
     return mean_score(score_responses(records, responses, "math"))
 
@@ -97,10 +106,7 @@ def run_seed(args, seed: int) -> list[dict]:
     teacher = AutoModelForCausalLM.from_pretrained(str(teacher_path)).eval()
     test = splits["test"]
     rows = []
-    recipe = TrainConfig(steps=args.student_steps, batch_size=32, learning_rate=args.student_lr,
-                         warmup_steps=args.warmup, weight_decay=args.weight_decay,
-                         min_lr_ratio=args.min_lr_ratio, report_every=args.student_steps,
-                         seed=seed)  # fmt: skip
+    recipe = fine_tune_recipe(args, args.student_steps, args.student_lr, seed)
     for student in args.students:
         start = base(student, seed, args, tokenizer, documents)
         for method in args.methods:
@@ -126,9 +132,7 @@ def prepare_teacher(args) -> dict:
     began = time.perf_counter()
     model = base(args.teacher, 0, args, tokenizer, documents)
     pretrained = time.perf_counter() - began
-    recipe = TrainConfig(steps=args.teacher_steps, batch_size=32, learning_rate=args.teacher_lr,
-                         warmup_steps=args.warmup, weight_decay=args.weight_decay,
-                         min_lr_ratio=args.min_lr_ratio, report_every=args.teacher_steps)  # fmt: skip
+    recipe = fine_tune_recipe(args, args.teacher_steps, args.teacher_lr, seed=0)
     fine_tune(model, tokenizer, splits["train"], recipe, KDConfig(method="sft"))
     model.save_pretrained(str(Path(args.work) / "teacher"))
     metrics = held_out_metrics(model, tokenizer, splits["test"])

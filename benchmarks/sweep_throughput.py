@@ -39,6 +39,15 @@ def study_args(args, signal: str, work: Path) -> list[str]:
     ] + (["--cache-dir", args.cache_dir] if args.cache_dir else [])  # fmt: skip
 
 
+def fixed_seconds(run) -> float:
+    """What a trial pays beyond training and evaluation: its MLflow run's wall time less
+    train_seconds and eval_seconds (Ray Train workers, DeepSpeed set-up, export, checkpoints,
+    tracking)."""
+    metrics = run.data.metrics
+    wall = (run.info.end_time - run.info.start_time) / 1000
+    return wall - metrics.get("train_seconds", 0.0) - metrics.get("eval_seconds", 0.0)
+
+
 def trial_rows(outcome) -> list[dict]:
     client = MlflowClient(outcome.tracking_uri)
     runs = client.search_runs(
@@ -54,6 +63,7 @@ def trial_rows(outcome) -> list[dict]:
                 "signal": params.get("teacher_signal"),
                 "step_seconds": 1 / metrics["steps_per_second"],
                 "score": metrics.get("score"),
+                "fixed_seconds": fixed_seconds(run),
             }
         )
     return rows
@@ -121,6 +131,12 @@ def main() -> None:
     print(
         f"| kd step / sft step | {result['kd_step_over_sft_step_online']:.2f} "
         f"| {result['kd_step_over_sft_step_cached']:.2f} | |"
+    )
+    fixed = {s: statistics.median(r["fixed_seconds"] for r in rows[s]) for s in outcomes}
+    result["fixed_seconds_per_trial"] = fixed
+    print(
+        f"| fixed cost per trial (median: wall - train - eval) | {fixed['online']:.1f} s "
+        f"| {fixed['cache']:.1f} s | |"
     )
     online_kd, cached_kd = mean_step("online", "kd"), mean_step("cache", "kd")
     print(

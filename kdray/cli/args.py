@@ -35,6 +35,8 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
         grid["pairs"] = _narrowed_pairs(config, args)
         grid.pop("teacher"), grid.pop("students")
     chosen = {k: v for k, v in grid.items() if v is not None}
+    if args.no_pretrain:
+        chosen["pretrain"] = None
     config = dataclasses.replace(
         config,
         kd=kd_template,

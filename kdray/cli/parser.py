@@ -167,6 +167,12 @@ def _training_flags(parser: OneLineParser) -> None:
     )
     parser.add_argument("--steps", type=int, help="optimizer steps per student trial")
     parser.add_argument(
+        "--no-pretrain",
+        action="store_true",
+        help="tiny preset: start every model from a random initialisation instead of a base "
+        "pretrained on the world's generic text",
+    )
+    parser.add_argument(
         "--eval-every",
         type=int,
         help="validation loss every N steps; the best point's weights are kept (default: last)",

@@ -107,14 +107,14 @@ class StudyConfig:
         )
         if self.zoo == "tiny":
             _check(self.data_dir is None, "--data-dir is for the paper preset's real data")
-        else:
-            _check(
-                self.pretrain is None, "pretraining is for the tiny zoo; hub models come pretrained"
-            )
             _check(self.world is not None, "the tiny zoo needs a world config")
             _check(
                 domain_of(self.world) == self.domain,
                 f"the world config is for {domain_of(self.world)}, not {self.domain}",
+            )
+        else:
+            _check(
+                self.pretrain is None, "pretraining is for the tiny zoo; hub models come pretrained"
             )
         for teacher, student in self.teacher_student_pairs():
             for model in (teacher, student):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import types
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ class StubWorld:
 
     domain = "math"
     data_dir = "/nowhere/data"
+    key = "stub"
+    root = Path("/nowhere/worlds/stub")
 
     def parameter_counts(self):
         return {"tiny-qwen2-xs": 40_000, "tiny-qwen2-s": 91_000, "tiny-qwen2-m": 500_000}
@@ -50,16 +53,19 @@ def _trials(config):
 @pytest.mark.parametrize(
     "study, flags, trials",
     [
-        ("temperature", [], 2 * (1 + 2 * 3)),
-        ("noise", [], 2 * (1 + 2 * 4)),
-        ("methods", [], 2 * (1 + 6)),
-        ("student_size", [], 2 * 2),
-        ("student_size", ["--teacher", "tiny-qwen2-l"], 3 * 2),
-        ("teacher_domain", [], 2 * (1 + 2)),
-        ("paper", ["--preset", "tiny"], 2 * (1 + 3 * 3 + 1)),  # seqkd has no T
-        ("noise", ["--num-samples", "3"], 3 * 2 * (1 + 2 * 4)),
+        # The tiny preset runs 3 paired seeds of every setting.
+        ("temperature", [], 3 * 2 * (1 + 3)),  # Rev-KD: one flag away
+        ("temperature", ["--methods", "kd,revkd"], 3 * 2 * (1 + 2 * 3)),
+        ("temperature", ["--smoke"], 2 * (1 + 2)),  # one seed, kd and revkd at T=2
+        ("noise", [], 3 * 2 * (1 + 2 * 4)),
+        ("methods", [], 3 * 2 * (1 + 6)),
+        ("student_size", [], 3 * 2 * 2),
+        ("student_size", ["--teacher", "tiny-qwen2-l"], 3 * 3 * 2),
+        ("teacher_domain", [], 3 * 2 * (1 + 2)),
+        ("paper", ["--preset", "tiny"], 3 * 2 * (1 + 3 * 3 + 1)),  # seqkd has no T
+        ("noise", ["--num-samples", "2"], 2 * 2 * (1 + 2 * 4)),
         ("noise", ["--num-samples", "3", "--seeds", "7"], 2 * (1 + 2 * 4)),
-        ("temperature", ["--temperatures", "1,10"], 2 * (1 + 2 * 2)),  # flags win
+        ("temperature", ["--temperatures", "1,10"], 3 * 2 * (1 + 2)),  # flags win
     ],
 )
 def test_each_study_grid(study, flags, trials):
@@ -83,11 +89,11 @@ def test_teacher_domain_trials_are_told_apart_by_key_and_name(tiny_world_stub):
     config = config_from_flags("teacher_domain")
     plans = trial_plans(config, tiny_world_stub)
     keys = [p["key"] for p in plans]
-    assert len(keys) == len(set(keys)) == 6
+    assert len(keys) == len(set(keys)) == 3 * 6  # 3 seeds
     names = {p["run_name"] for p in plans}
-    assert "kd T=1 σ=0 tiny-qwen2-s ← tiny-qwen2-m (task-unaware)" in names
+    assert "kd T=1 σ=0 tiny-qwen2-s ← tiny-qwen2-m (task-unaware) seed=0" in names
     kinds = [p["params"]["teacher_kind"] for p in plans if p["teacher"]]
-    assert sorted(kinds) == ["task-aware", "task-aware", "task-unaware", "task-unaware"]
+    assert sorted(kinds) == ["task-aware"] * 6 + ["task-unaware"] * 6
 
 
 def test_run_names_read_as_settings():

@@ -1,0 +1,134 @@
+"""Do the tiny world's answers repeat? Runs the default temperature study (3 paired seeds) plus
+seeds 3 and 4 of the headline cell (`tiny-qwen2-s`, KD T=1 vs SFT: 5 paired seeds), then all of
+it again with the float path perturbed (`ATEN_CPU_CAPABILITY=avx2` instead of the machine's
+AVX-512 kernels, in a fresh cache, so bases and teacher are rebuilt too: a stand-in for a second
+machine). Prints one table: per cell and variant, the paired difference to the same student's
+SFT (mean and 95% CI, on accuracy and held-out NLL), SD of the differences, |mean|/SD on NLL,
+and whether the perturbed CI overlaps the unperturbed one with agreeing signs.
+
+    python benchmarks/stability.py                        # about 40 minutes on 2 CPUs
+    python benchmarks/stability.py --baseline-store sqlite:///mlflow.db   # reuse a default
+                                                          # study already run (its latest)
+
+Targets (issue 19): on the headline cell |mean Δ| / SD(Δ) >= 1.5 on NLL and SD(Δ accuracy)
+<= 4 points; every cell's perturbed CI overlaps the unperturbed one, with the same sign where
+either excludes 0."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from analysis.loader import load_mlflow_results
+from analysis.replicates import format_ci, paired_table
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADLINE = {"student": "tiny-qwen2-s", "method": "kd", "temperature": 1.0}
+PERTURBED_ENV = {"ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def run(flags: list[str], env: dict[str, str]) -> None:
+    command = [sys.executable, str(ROOT / "studies" / "temperature.py"), *flags]
+    print("$", " ".join(f"{k}={v}" for k, v in env.items()), " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, env={**os.environ, **env})
+
+
+def latest_study_frames(uri: str) -> pd.DataFrame:
+    """Rows of every study (parent run) in the store, each row tagged by its experiment."""
+    client = MlflowClient(uri)
+    frames = []
+    for experiment in client.search_experiments():
+        parents = client.search_runs(
+            [experiment.experiment_id], "tags.`kdray.role` = 'study'",
+            order_by=["attributes.start_time DESC"],
+        )  # fmt: skip
+        for parent in parents[:1]:  # the latest study of each experiment
+            frames.append(load_mlflow_results(uri, parent.info.run_id))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def variant(
+    work: Path, name: str, env: dict[str, str], store: str | None = None, cache: str | None = None
+) -> pd.DataFrame:
+    """The default study (unless `store` holds one, built with `cache`) and the headline's
+    extra seeds, in one store and cache per variant."""
+    uri = store or f"sqlite:///{work / name / 'mlflow.db'}"
+    common = ["--tracking-uri", uri, "--cache-dir", cache or str(work / name / "cache")]
+    if store is None:
+        run([*common, "--experiment", f"stability-{name}",
+             "--results-dir", str(work / name / "default")], env)  # fmt: skip
+    run([*common, "--experiment", f"stability-{name}-headline", "--students", HEADLINE["student"],
+         "--temperatures", "1", "--seeds", "3,4", "--results-dir", str(work / name / "headline")],
+        env)  # fmt: skip
+    return latest_study_frames(uri)
+
+
+def cells(frame: pd.DataFrame) -> pd.DataFrame:
+    accuracy = paired_table(frame, "accuracy")
+    nll = paired_table(frame, "nll")
+    keys = ["student", "method", "temperature", "noise_sigma", "teacher_kind"]
+    merged = accuracy.merge(nll, on=keys, suffixes=("_acc", "_nll"))
+    return merged[merged["method"] != "sft"]
+
+
+def overlaps(a_mean, a_ci, b_mean, b_ci) -> bool:
+    return abs(a_mean - b_mean) <= a_ci + b_ci
+
+
+def signs_agree(a_mean, a_ci, b_mean, b_ci) -> bool:
+    excludes = [abs(m) > c for m, c in ((a_mean, a_ci), (b_mean, b_ci))]
+    return not any(excludes) or (a_mean > 0) == (b_mean > 0)
+
+
+def report(tables: dict[str, pd.DataFrame]) -> None:
+    print("\n| cell | variant | n | Δ accuracy (95% CI) | SD(Δ acc) | Δ NLL (95% CI) | SD(Δ NLL) "
+          "| \\|Δ NLL\\|/SD | CI overlaps, signs agree (acc / NLL) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    base = tables["unperturbed"].set_index(["student", "temperature"])
+    for name, table in tables.items():
+        for _, row in table.iterrows():
+            ratio = abs(row["delta_nll"]) / row["delta_sd_nll"] if row["delta_sd_nll"] else 0
+            check = ""
+            if name != "unperturbed":
+                ref = base.loc[(row["student"], row["temperature"])]
+                check = " / ".join(
+                    "yes" if overlaps(row[f"delta_{m}"], row[f"delta_ci_{m}"], ref[f"delta_{m}"],
+                                      ref[f"delta_ci_{m}"])
+                    and signs_agree(row[f"delta_{m}"], row[f"delta_ci_{m}"], ref[f"delta_{m}"],
+                                    ref[f"delta_ci_{m}"]) else "NO"
+                    for m in ("acc", "nll")
+                )  # fmt: skip
+            print(f"| {row['student']} kd T={row['temperature']:g} | {name} | {row['pairs_acc']} "
+                  f"| {format_ci(row['delta_acc'], row['delta_ci_acc'], 1, True)} "
+                  f"| {row['delta_sd_acc']:.1f} "
+                  f"| {format_ci(row['delta_nll'], row['delta_ci_nll'], 4, True)} "
+                  f"| {row['delta_sd_nll']:.4f} | {ratio:.2f} | {check} |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline-store", help="MLflow store with the default study already run")
+    parser.add_argument("--baseline-cache", help="the kdray cache that study used")
+    parser.add_argument("--work", type=Path, default=None, help="stores and caches (default: tmp)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="kdray-stability-"))
+    started = time.perf_counter()
+    frames = {
+        "unperturbed": variant(work, "unperturbed", {}, args.baseline_store, args.baseline_cache),
+        "perturbed": variant(work, "perturbed", PERTURBED_ENV, None),
+    }
+    tables = {name: cells(frame) for name, frame in frames.items()}
+    report(tables)
+    print(f"\n{(time.perf_counter() - started) / 60:.1f} minutes; stores and caches in {work}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Paired replicates: CIs and paired differences, against hand computations."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from analysis.replicates import format_ci, mean_ci, paired_table
+
+
+def _rows(method, temperature, accuracies, nlls, tasks=("a", "b")):
+    rows = []
+    for seed, (accuracy, nll) in enumerate(zip(accuracies, nlls, strict=True)):
+        for offset, task in zip((-1.0, 1.0), tasks, strict=True):  # task mean = accuracy
+            rows.append({
+                "run_id": f"{method}{temperature}-{seed}", "student": "s", "method": method,
+                "temperature": temperature, "noise_sigma": 0.0, "teacher_kind": None,
+                "task": task, "accuracy": accuracy + offset, "nll": nll, "seed": str(seed),
+                "role": "student",
+            })  # fmt: skip
+    return rows
+
+
+def test_paired_differences_by_hand():
+    frame = pd.DataFrame(
+        _rows("sft", None, [10, 20, 30], [0.5, 0.4, 0.3])
+        + _rows("kd", 1.0, [14, 22, 36], [0.45, 0.41, 0.2])
+        + [
+            {
+                "run_id": "t",
+                "student": "m",
+                "method": "sft",
+                "task": "a",
+                "accuracy": 90.0,
+                "role": "teacher",
+                "teacher_kind": "",
+                "seed": None,
+            }
+        ]  # fmt: skip
+    )
+    table = paired_table(frame)
+    sft = table[table["method"] == "sft"].iloc[0]
+    kd = table[table["method"] == "kd"].iloc[0]
+    assert sft["n"] == 3 and sft["mean"] == pytest.approx(20.0)
+    assert sft["ci"] == pytest.approx(4.302653 * 10 / math.sqrt(3), rel=1e-5)
+    assert kd["delta"] == pytest.approx(4.0)  # deltas 4, 2, 6
+    assert kd["delta_ci"] == pytest.approx(4.302653 * 2 / math.sqrt(3), rel=1e-5)
+    assert kd["p"] == pytest.approx(0.0742, abs=5e-4)  # t = 3.464, 2 df
+    assert kd["wins"] == 3 and kd["pairs"] == 3
+    nll = paired_table(frame, "nll")
+    kd_nll = nll[nll["method"] == "kd"].iloc[0]
+    assert kd_nll["delta"] == pytest.approx((-0.05 + 0.01 - 0.1) / 3)
+    assert kd_nll["wins"] == 2  # lower is better: seeds 0 and 2
+
+
+def test_one_seed_has_no_interval():
+    frame = pd.DataFrame(_rows("sft", None, [10], [0.5]) + _rows("kd", 1.0, [12], [0.4]))
+    kd = paired_table(frame).set_index("method").loc["kd"]
+    assert kd["delta"] == pytest.approx(2.0) and math.isnan(kd["delta_ci"])
+    assert math.isnan(kd["p"])
+    assert format_ci(2.0, math.nan, signed=True) == "+2.0"
+    assert format_ci(12.345, 1.25) == "12.3 ± 1.2"
+    assert mean_ci(pd.Series([], dtype=float))[0] != mean_ci(pd.Series([], dtype=float))[0]
+
+
+def test_results_section_shows_intervals_and_the_paired_test():
+    from analysis.replicates import replicates_markdown
+
+    frame = pd.DataFrame(
+        _rows("sft", None, [10, 20, 30], [0.5, 0.4, 0.3])
+        + _rows("kd", 1.0, [14, 22, 36], [0.45, 0.41, 0.2])
+    )
+    text = replicates_markdown(frame)
+    assert "20.0 ± 24.8" in text  # sft: 10, 20, 30
+    assert "+4.0 ± 5.0" in text and "0.0742" in text and "| 3/3" in text
+    assert "One seed" not in text
+    assert "inconclusive: 3 seeds, CI ±5.0" in text  # +4.0 ± 5.0 includes 0
+    one = pd.DataFrame(_rows("sft", None, [10], [0.5]) + _rows("kd", 1.0, [12], [0.4]))
+    assert "One seed per cell" in replicates_markdown(one)

@@ -1,0 +1,53 @@
+"""Teacher-forced held-out metrics, checked against hand computations on a tiny model."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdray.data.prompts import format_prompt
+from kdray.eval.likelihood import _answer_span, held_out_metrics
+from kdray.world.build import build_world
+from kdray.world.synthetic_math import MathWorldConfig
+
+SMALL = MathWorldConfig(train_size=200, validation_size=20, test_size=20)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_world(SMALL, tmp_path_factory.mktemp("cache"))[0]
+
+
+def test_answer_span_is_the_first_whole_occurrence():
+    record = {"output": "So 2 + 12 = 14. 14 - 3 = 11. The answer is 11.", "answer": "11"}
+    start, end = _answer_span(record, "P:")
+    assert ("P:" + record["output"])[start:end] == "11"
+    assert start == len("P:") + record["output"].index("= 11") + 2
+    assert _answer_span({"output": "no number", "answer": "7"}, "") is None
+
+
+def test_nll_matches_a_hand_computation_and_kl_to_itself_is_zero(world):
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = world.tokenizer()
+    model = AutoModelForCausalLM.from_pretrained(str(world.model_dir("tiny-qwen2-xs"))).eval()
+    records = world.split("test")[:5]
+    metrics = held_out_metrics(model, tokenizer, records, teacher=model, batch_size=2)
+    total, count = 0.0, 0
+    for record in records:
+        prompt = format_prompt(record)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(prompt + record["output"], add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([[*ids, tokenizer.eos_token_id]])
+        with torch.no_grad():
+            log_q = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        targets = ids[0, 1:]
+        nll = -log_q[torch.arange(len(targets)), targets]
+        total += nll[len(prompt_ids) - 1 :].sum().item()
+        count += len(targets) - (len(prompt_ids) - 1)
+    assert metrics["nll"] == pytest.approx(total / count, rel=1e-4)
+    assert metrics["nll"] > math.log(2)  # an untrained model is far from the references
+    assert metrics["kl_teacher_student"] == pytest.approx(0.0, abs=1e-5)
+    assert 0 <= metrics["answer_token_accuracy"] <= 100
+    assert "kl_teacher_student" not in held_out_metrics(model, tokenizer, records)

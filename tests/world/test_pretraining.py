@@ -1,0 +1,102 @@
+"""The tiny world's pretraining: a generic corpus (not the task's format), rationales with
+several wordings, and seeded, cached bases that learn from the corpus."""
+
+import dataclasses
+import re
+
+import pytest
+import torch
+
+from kdray.config.pretrain import PretrainConfig
+from kdray.config.run import TrainConfig
+from kdray.config.schedule import warmup_then_decay
+from kdray.errors import ConfigError
+from kdray.world.bases import build_base, pretraining_record
+from kdray.world.build import build_world, init_seed
+from kdray.world.pretraining import pretraining_corpus
+from kdray.world.synthetic_commonsense import CommonsenseWorldConfig, fact_table
+from kdray.world.synthetic_instruction import InstructionWorldConfig
+from kdray.world.synthetic_math import START_PHRASES, MathWorldConfig, generate_splits
+
+SMALL = MathWorldConfig(train_size=300, validation_size=40, test_size=40)
+
+
+@pytest.mark.parametrize(
+    "config", [SMALL, CommonsenseWorldConfig(), InstructionWorldConfig()], ids=type
+)
+def test_corpus_is_seeded_generic_text_outside_the_task_format(config):
+    documents = pretraining_corpus(config, 500)
+    assert documents == pretraining_corpus(config, 500)
+    assert documents != pretraining_corpus(dataclasses.replace(config, seed=1), 500)
+    assert len(set(documents)) > 100  # varied, not one sentence repeated
+    for document in documents:
+        assert "###" not in document and "answer" not in document.lower()
+        assert "\n" not in document
+
+
+def test_math_corpus_states_true_arithmetic():
+    facts = 0
+    for document in pretraining_corpus(SMALL, 300):
+        for a, op, b, c in re.findall(r"(\d+) ([-+]) (\d+) = (\d+)", document):
+            assert eval(f"{a}{op}{b}") == int(c)  # noqa: S307 - digits and one operator
+            facts += 1
+        for a, word, b, c in re.findall(r"(\d+) (plus|minus) (\d+) is (\d+)", document):
+            assert (int(a) + int(b) if word == "plus" else int(a) - int(b)) == int(c)
+            facts += 1
+    assert facts > 300
+
+
+def test_commonsense_corpus_states_the_fact_table():
+    config = CommonsenseWorldConfig()
+    table = fact_table(config)
+    text = " ".join(pretraining_corpus(config, 400))
+    for animal in table.animals:
+        assert f"The {animal} is {table.value('colour', animal)}." in text
+
+
+def test_rationales_vary_in_wording_but_not_in_arithmetic():
+    varied = generate_splits(SMALL)["train"]
+    markers = ("starts with", "At first", "begins with")
+    assert len(START_PHRASES) == len(markers)
+    openings = {next(m for m in markers if m in r["output"]) for r in varied}
+    assert len(openings) == 3
+    fixed = generate_splits(dataclasses.replace(SMALL, phrasings=1))["train"]
+    assert all(" starts with " in r["output"] for r in fixed)
+    for record in varied:
+        assert record["output"].endswith(f"The answer is {record['answer']}.")
+    with pytest.raises(ConfigError, match="phrasings"):
+        MathWorldConfig(phrasings=0)
+
+
+def test_learning_rate_floor():
+    train = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    factor = warmup_then_decay(train)
+    assert factor(0) == pytest.approx(0.1)  # warm-up from 1/10
+    assert factor(10) == pytest.approx(1.0)
+    assert factor(100) == pytest.approx(0.1)  # the floor, not zero
+    assert warmup_then_decay(dataclasses.replace(train, min_lr_ratio=0.0))(100) == 0.0
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="min_lr_ratio"):
+            TrainConfig(min_lr_ratio=bad)
+    with pytest.raises(ConfigError, match="step"):
+        PretrainConfig(steps=0)
+
+
+def test_bases_are_seeded_cached_and_learn(tmp_path):
+    world, _ = build_world(SMALL, tmp_path)
+    pretrain = PretrainConfig(steps=30, teacher_steps=30, learning_rate=1e-2)
+    first, built = build_base(world, "tiny-qwen2-xs", 0, pretrain, teacher=False)
+    again, built_again = build_base(world, "tiny-qwen2-xs", 0, pretrain, teacher=False)
+    other, _ = build_base(world, "tiny-qwen2-xs", 1, pretrain, teacher=False)
+    assert built and not built_again and again == first and other != first
+    curve = pretraining_record(first)["curve"]
+    assert curve[-1][1] < curve[0][1] - 0.5  # it learned the corpus
+    weights = [_weights(folder) for folder in (first, other)]
+    assert not torch.equal(weights[0], weights[1])  # another seed: another initialisation
+    assert init_seed("tiny-qwen2-xs", "qwen", 0) != init_seed("tiny-qwen2-xs", "qwen", 1)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))["model.embed_tokens.weight"]
