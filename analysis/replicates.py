@@ -65,7 +65,16 @@ def paired_table(
             better = delta < 0 if metric in LOWER_IS_BETTER else delta > 0
             row["wins"] = int(better.sum())
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # As the results table: each student's baseline first, then its settings by method and T.
+    order = table["method"].map(lambda m: (m != baseline, m))
+    temperature = pd.to_numeric(table["temperature"], errors="coerce").fillna(0)
+    keyed = table.assign(_order=order, _t=temperature)
+    return (
+        keyed.sort_values(["student", "_order", "_t"])
+        .drop(columns=["_order", "_t"])
+        .reset_index(drop=True)
+    )
 
 
 def _paired_p(delta: pd.Series) -> float:

@@ -7,8 +7,9 @@ SFT (mean and 95% CI, on accuracy and held-out NLL), SD of the differences, |mea
 and whether the perturbed CI overlaps the unperturbed one with agreeing signs.
 
     python benchmarks/stability.py                        # about 40 minutes on 2 CPUs
-    python benchmarks/stability.py --baseline-store sqlite:///mlflow.db   # reuse a default
-                                                          # study already run (its latest)
+    python benchmarks/stability.py --baseline-store sqlite:///mlflow.db \
+        --baseline-cache ~/.cache/kdray --headline-only   # reuse a default study already run;
+                                                          # perturb the headline cell only
 
 Targets (issue 19): on the headline cell |mean Δ| / SD(Δ) >= 1.5 on NLL and SD(Δ accuracy)
 <= 4 points; every cell's perturbed CI overlaps the unperturbed one, with the same sign where
@@ -56,17 +57,24 @@ def latest_study_frames(uri: str) -> pd.DataFrame:
 
 
 def variant(
-    work: Path, name: str, env: dict[str, str], store: str | None = None, cache: str | None = None
+    work: Path,
+    name: str,
+    env: dict[str, str],
+    store: str | None = None,
+    cache: str | None = None,
+    headline_only: bool = False,
 ) -> pd.DataFrame:
     """The default study (unless `store` holds one, built with `cache`) and the headline's
-    extra seeds, in one store and cache per variant."""
+    extra seeds, in one store and cache per variant; `headline_only`: seeds 0-4 of the
+    headline cell alone."""
     uri = store or f"sqlite:///{work / name / 'mlflow.db'}"
     common = ["--tracking-uri", uri, "--cache-dir", cache or str(work / name / "cache")]
-    if store is None:
+    if store is None and not headline_only:
         run([*common, "--experiment", f"stability-{name}",
              "--results-dir", str(work / name / "default")], env)  # fmt: skip
+    seeds = "0,1,2,3,4" if store is None and headline_only else "3,4"
     run([*common, "--experiment", f"stability-{name}-headline", "--students", HEADLINE["student"],
-         "--temperatures", "1", "--seeds", "3,4", "--results-dir", str(work / name / "headline")],
+         "--temperatures", "1", "--seeds", seeds, "--results-dir", str(work / name / "headline")],
         env)  # fmt: skip
     return latest_study_frames(uri)
 
@@ -117,13 +125,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-store", help="MLflow store with the default study already run")
     parser.add_argument("--baseline-cache", help="the kdray cache that study used")
+    parser.add_argument(
+        "--headline-only",
+        action="store_true",
+        help="perturbed variant: the headline cell's 5 seeds only, not the whole default study",
+    )
     parser.add_argument("--work", type=Path, default=None, help="stores and caches (default: tmp)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="kdray-stability-"))
     started = time.perf_counter()
     frames = {
         "unperturbed": variant(work, "unperturbed", {}, args.baseline_store, args.baseline_cache),
-        "perturbed": variant(work, "perturbed", PERTURBED_ENV, None),
+        "perturbed": variant(work, "perturbed", PERTURBED_ENV, headline_only=args.headline_only),
     }
     tables = {name: cells(frame) for name, frame in frames.items()}
     report(tables)

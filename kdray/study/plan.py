@@ -203,6 +203,13 @@ def _settings_lines(config: StudyConfig) -> list[str]:
         _training_line(config),
         _loss_line(config),
     ]
+    if config.pretrain is not None:
+        bases = len(config.teachers()) + len(config.distinct_students()) * len(config.seeds)
+        lines.insert(2, (
+            f"  pretraining: {bases} bases on the world's generic text (the teacher's "
+            f"{config.pretrain.teacher_steps} steps, a student's {config.pretrain.steps} per "
+            "seed), cached; every run starts from its base"
+        ))  # fmt: skip
     if _hub(config):
         tasks = ", ".join(t.display for t in tasks_for_domain(config.domain))
         lines.append(f"  evaluation tasks: {tasks}")
@@ -225,7 +232,9 @@ def _training_line(config: StudyConfig) -> str:
             if train.finetune == "lora"
             else ""
         )
-        + f", lr {train.learning_rate:g}, warmup {train.warmup_steps}, {train.lr_schedule} decay, "
+        + f", lr {train.learning_rate:g}, warmup {train.warmup_steps}, {train.lr_schedule} decay"
+        + (f" to {train.min_lr_ratio:g} of the peak" if train.min_lr_ratio else "")
+        + f", weight decay {train.weight_decay:g}, "
         f"batch {train.batch_size} x {train.grad_accum_steps} accumulation, max length "
         f"{train.max_length}, seed {train.seed}, "
         + (f"{train.epochs:g} epochs" if train.epochs else f"{train.steps} steps")

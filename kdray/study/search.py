@@ -141,7 +141,8 @@ def run_search_trial(config: dict[str, Any], study: dict[str, Any], templates: d
         cache = None  # e.g. noise on a top-k cache: the teacher runs in the trial
     seed = config.get("seed", spec.train.seed)  # set by a confirmation run
     train = dataclasses.replace(spec.train, learning_rate=config["learning_rate"], seed=seed)
-    spec = dataclasses.replace(spec, kd=kd, train=train, teacher_cache=cache)
+    init_dir = template.get("init_dirs", {}).get(str(seed), spec.init_dir)  # its own base
+    spec = dataclasses.replace(spec, kd=kd, train=train, teacher_cache=cache, init_dir=init_dir)
     trial_id = tune.get_context().get_trial_id()
     label = run_label(kd, template["params"]["student"], template["teacher"], "", False)
     label += f" lr={train.learning_rate:.2g}" + (f" seed={seed}" if "seed" in config else "")
@@ -183,6 +184,8 @@ def search_plans(config: StudyConfig, search: SearchConfig) -> StudyConfig:
         methods=tuple(m for m in search.methods if m != "sft"),  # sft plans come with any study
         temperatures=(1.0,),
         noise_sigmas=(0.0,),
+        # Seed 0 searches; seeds 1..N-1 confirm the picks, each from its own pretrained base.
+        seeds=tuple(range(search.confirm_seeds)),
         student_train=train,
     )
 
@@ -203,7 +206,9 @@ def run_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
     templates: dict[str, dict[str, dict]] = {}
     for plan in study.plans:
         if plan["teacher"] or "sft" in search.methods:
-            templates.setdefault(plan["params"]["student"], {})[plan["spec"]["kd"]["method"]] = plan
+            methods = templates.setdefault(plan["params"]["student"], {})
+            template = methods.setdefault(plan["spec"]["kd"]["method"], {**plan, "init_dirs": {}})
+            template["init_dirs"][str(plan["params"]["seed"])] = plan["spec"]["init_dir"]
     storage = optuna_storage(study.tracking_uri, config.cache_root())
     study.client.set_tag(study.parent_id, "kdray.optuna_storage", storage)
     # What --resume needs to rebuild the trainable without preparing the study again.

@@ -67,7 +67,11 @@ def _one_problem(rng: random.Random, config: MathWorldConfig) -> dict[str, str]:
     item, other_item = rng.sample(ITEMS, 2)
     value = rng.randint(2, config.max_start)
     sentences = [f"{name} has {value} {item}."]
-    phrase = lambda options: options[rng.randrange(config.phrasings)]  # noqa: E731
+
+    def phrase(options: tuple[str, ...]) -> str:
+        # One wording draws nothing, so phrasings=1 gives the earlier generator's texts exactly.
+        return options[rng.randrange(config.phrasings)] if config.phrasings > 1 else options[0]
+
     rationale = [phrase(START_PHRASES).format(name=name, value=value, item=item)]
     steps = rng.randint(config.min_steps, config.max_steps)
     for _ in range(steps):

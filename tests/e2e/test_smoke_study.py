@@ -69,6 +69,10 @@ def test_child_runs_hold_config_curve_metrics_versions_and_predictions(smoke, tm
     assert sorted(point.step for point in curve) == list(range(1, 21))
     for metric in ("accuracy", "score", "val_accuracy", "agreement", "fidelity"):
         assert 0.0 <= kd_run.data.metrics[metric] <= 100.0
+    metrics = kd_run.data.metrics  # the teacher-forced held-out metrics
+    assert metrics["nll"] > 0 and metrics["val_nll"] > 0 and metrics["kl_teacher_student"] >= 0
+    assert 0.0 <= metrics["answer_token_accuracy"] <= 100.0
+    assert "/bases/tiny-qwen2-" in params["config.init_dir"]  # from its pretrained base
     tasks = params["tasks"].split(",")
     assert tasks == ["arith-1step", "arith-2step", "arith-3step"]
     assert {f"score/{task}" for task in tasks} <= set(kd_run.data.metrics)

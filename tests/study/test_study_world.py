@@ -150,7 +150,7 @@ def test_plan_sizes_cached_trials_without_the_teacher_and_prints_placements():
     """A 70B teacher on every GPU does not fit; its cache (noise-free trials) or a sharded or
     served placement (noisy trials, online on a 128k vocabulary) does."""
     flags = ("--preset", "paper", "--teacher", "llama-3.1-70b", "--students", "llama-3.2-1b")
-    flags += ("--temperatures", "1,2")  # T = 5 runs online (kdray.teacher.signal)
+    flags += ("--temperatures", "1,2", "--methods", "kd,revkd")  # T = 5 runs online
     cached = plan_pairs(_config(*flags))[-1]
     assert cached.gpus_per_trial == 1 and "4 of 4 settings read the teacher cache" in cached.notes
     text = format_plan(_config(*flags))

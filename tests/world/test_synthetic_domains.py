@@ -175,17 +175,19 @@ def test_instruction_references_are_correct(splits):
 # and of the same with small numbers, computed with the math generator as it was before it
 # wrote a `task` field: the texts must not change.
 _M = {"train_size": 400, "validation_size": 40, "test_size": 40}
+_PRESET = {"max_start": 12, "max_operand": 4, "max_factor": 1, "max_value": 16}
 _MATH_DIGESTS = {
-    "a5bde4940ce0a977cf9c24315b0b78b0732b4aef0a3a47541851d7592642eeac": _M,
+    # One wording (phrasings=1): the texts of the generator before rationales varied.
+    "a5bde4940ce0a977cf9c24315b0b78b0732b4aef0a3a47541851d7592642eeac": {**_M, "phrasings": 1},
     "8d5d0a895ab4f9d00d80dc897b45f56e47ef81fb36eada2b2570ab5165deb6dc": {
-        **_M,
-        "max_start": 12,
-        "max_operand": 4,
-        "max_factor": 1,
-        "max_value": 16,
-        "distractor_prob": 0.3,
+        **_M, **_PRESET, "distractor_prob": 0.3, "phrasings": 1,
     },
-}
+    # Three wordings per rationale line (the default since 2026-12-03).
+    "b26198183121590e108c78ede71472df95928a600128615240f40207f472b33f": _M,
+    "9a0554dfc7157796a33d940b377a4af3ec94bca5c30b011c2a598c3982d0c719": {
+        **_M, **_PRESET, "distractor_prob": 0.3,
+    },
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("digest", _MATH_DIGESTS)
