@@ -16,7 +16,8 @@ from kdray.config.run import flatten, to_dict
 from kdray.console import say
 from kdray.hub.world import HubWorld
 from kdray.study.config import StudyConfig
-from kdray.tracking.runs import RunLogger, mark_failed, run_tags
+from kdray.study.side_runs import TeacherRuns
+from kdray.tracking.runs import RunLogger, mark_failed
 from kdray.world.bases import base_folder, build_base, pretraining_record
 from kdray.world.build import World
 
@@ -46,16 +47,17 @@ def init_dir(
     return str(base_folder(world, model, seed, config.pretrain, teacher))
 
 
-def prepare_bases(config: StudyConfig, world: World | HubWorld, runs) -> None:
+def prepare_bases(config: StudyConfig, world: World | HubWorld, runs: TeacherRuns) -> None:
     """Pretrain the bases the study needs that the cache lacks, in parallel, one MLflow run
-    each; `runs` is the study's kdray.study.prepare.TeacherRuns."""
+    each."""
     if config.pretrain is None or isinstance(world, HubWorld):
         return
+    needs = needed_bases(config)
     missing = [
-        need for need in needed_bases(config)
+        need for need in needs
         if not is_complete(base_folder(world, need.model, need.seed, config.pretrain, need.teacher))
     ]  # fmt: skip
-    reused = len(needed_bases(config)) - len(missing)
+    reused = len(needs) - len(missing)
     if reused:
         say(f"{reused} pretrained base(s) reused from the cache")
     if not missing:
@@ -98,18 +100,7 @@ def _pretrain(world: World, model: str, seed: int, pretrain, teacher: bool) -> s
     return str(folder)
 
 
-def _open_run(config: StudyConfig, need: BaseNeed, runs) -> str:
-    run = runs.client.create_run(
-        runs.experiment_id,
-        run_name=f"pretrain {need.model} seed={need.seed}",
-        tags={
-            **run_tags(config.preset, config.domain, config.name),
-            "kdray.role": "pretrain",
-            "kdray.study_parent": runs.parent_id,
-        },
-    )
+def _open_run(config: StudyConfig, need: BaseNeed, runs: TeacherRuns) -> str:
     recipe = config.pretrain.train_config(need.teacher, need.seed)
-    RunLogger(runs.tracking_uri, run.info.run_id).log_params(
-        {"model": need.model, "seed": need.seed, **flatten(to_dict(recipe), "pretrain.")}
-    )
-    return run.info.run_id
+    params = {"model": need.model, "seed": need.seed, **flatten(to_dict(recipe), "pretrain.")}
+    return runs.open(config, "pretrain", f"pretrain {need.model} seed={need.seed}", params)

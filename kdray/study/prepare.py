@@ -20,6 +20,7 @@ from kdray.study.bases import init_dir, prepare_bases
 from kdray.study.config import StudyConfig
 from kdray.study.plan import cache_build_gpus, layout_needed
 from kdray.study.runtime import PhaseClock, connect_ray
+from kdray.study.side_runs import TeacherRuns
 from kdray.study.teacher_signals import attach_teacher_signals
 from kdray.study.teachers import (
     PreparedTeacher,
@@ -150,16 +151,6 @@ def parent_params(config: StudyConfig, world: World | HubWorld, notes: list[str]
         "world": world.key,
         "pair_notes": " | ".join(notes)[:500],
     }
-
-
-@dataclass(frozen=True)
-class TeacherRuns:
-    """Where a teacher's own MLflow run goes when it is prepared (not reused)."""
-
-    client: MlflowClient
-    experiment_id: str
-    tracking_uri: str
-    parent_id: str
 
 
 def prepare_teachers(
@@ -309,16 +300,5 @@ def open_teacher_run(
         if config.pretrain is not None and config.zoo == "tiny":
             what = "the pretrained base, not fine-tuned on the task; evaluated only"
     say(f"preparing the {kind} teacher {name} ({what}; cached for later studies)")
-    run = runs.client.create_run(
-        runs.experiment_id,
-        run_name=f"teacher {name} ({kind})",
-        tags={
-            **run_tags(config.preset, config.domain, config.name),
-            "kdray.role": "teacher",
-            "kdray.study_parent": runs.parent_id,
-        },
-    )
-    RunLogger(runs.tracking_uri, run.info.run_id).log_params(
-        {"model": name, "teacher_kind": kind, **flatten(to_dict(train), "train.")}
-    )
-    return run.info.run_id
+    params = {"model": name, "teacher_kind": kind, **flatten(to_dict(train), "train.")}
+    return runs.open(config, "teacher", f"teacher {name} ({kind})", params)
