@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.conventions import Conventions, _filled, is_main, observations
+from analysis.conventions import (
+    REFERENCE_METHODS,
+    Conventions,
+    _filled,
+    is_distilled,
+    is_main,
+    observations,
+)
 
 ID = ["student", "student_params_b", "method"]
 
@@ -30,7 +37,7 @@ def accuracy_vs(frame: pd.DataFrame, factor: str, conventions: Conventions) -> p
     if factor == "temperature":
         sigma = pd.to_numeric(rows["noise_sigma"], errors="coerce")
         rows = rows[~(sigma > conventions.max_noise_sigma)]
-    kd = rows[rows["method"] != conventions.baseline_method]
+    kd = rows[is_distilled(rows["method"], conventions.baseline_method)]
     if kd[factor].nunique() < 2:
         return pd.DataFrame()
     index = ID if factor == "temperature" else [*ID, "temperature"]
@@ -39,6 +46,10 @@ def accuracy_vs(frame: pd.DataFrame, factor: str, conventions: Conventions) -> p
     sft = rows[rows["method"] == conventions.baseline_method].groupby("student")["accuracy"]
     table = table.reset_index()
     table.insert(3, "sft", table["student"].map(sft.mean()))
+    for reference in REFERENCE_METHODS:  # the untrained model's accuracy, where rows have it
+        if (rows["method"] == reference).any():
+            accuracy = rows[rows["method"] == reference].groupby("student")["accuracy"].mean()
+            table.insert(3, reference, table["student"].map(accuracy))
     return table.sort_values(["student_params_b", "method"], ascending=[False, True])
 
 
@@ -51,8 +62,8 @@ def teacher_kinds(frame: pd.DataFrame, conventions: Conventions) -> pd.DataFrame
     for kind in sorted(frame["teacher_kind"].replace("", None).dropna().unique()):
         chosen = Conventions(**{**conventions.__dict__, "main_teacher_kind": kind})
         rows = _on(observations(frame, chosen), conventions.average_task)
-        per_kind.append(
-            rows.set_index(["teacher", "student", "method"])["improvement"].rename(kind)
+        per_kind.append(  # the domain too: a study's files may hold several
+            rows.set_index(["domain", "teacher", "student", "method"])["improvement"].rename(kind)
         )
     table = pd.concat(per_kind, axis=1).reset_index()
     if len(per_kind) == 2:
@@ -65,8 +76,8 @@ def agreement_fidelity(frame: pd.DataFrame, conventions: Conventions) -> pd.Data
     """Agreement with the teacher and BLEU fidelity per student: SFT against KD (the mean of
     every KD run of the main tests), the study's paradox in one table."""
     rows = _on(_students(frame), conventions.average_task)
-    rows = rows[is_main(rows, conventions)]
-    distilled = rows[rows["method"] != conventions.baseline_method]["student"]
+    rows = rows[is_main(rows, conventions) & ~rows["method"].isin(REFERENCE_METHODS)]
+    distilled = rows[is_distilled(rows["method"], conventions.baseline_method)]["student"]
     rows = rows[rows["student"].isin(distilled)]  # a teacher's own SFT row is not a student's
     if rows[["agreement", "fidelity"]].isna().all().all():
         return pd.DataFrame()
@@ -101,7 +112,7 @@ def best_settings(frame: pd.DataFrame, conventions: Conventions) -> pd.DataFrame
         .reset_index()
     )
     sft = means[means["method"] == conventions.baseline_method].set_index("student")["accuracy"]
-    kd = means[means["method"] != conventions.baseline_method]
+    kd = means[is_distilled(means["method"], conventions.baseline_method)]
     if kd.empty:
         return pd.DataFrame()
     best = kd.loc[kd.groupby("student")["accuracy"].idxmax()].copy()

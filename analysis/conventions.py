@@ -21,6 +21,14 @@ RUN_KEYS = ["study", "teacher", "student", "method", "temperature", "noise_sigma
 SETTING_KEYS = ["teacher", "student", "method", "temperature", "noise_sigma", "teacher_kind",
                 "domain", "task"]  # fmt: skip
 PAIR_KEYS = ["teacher", "student", "method", "teacher_kind", "domain", "task"]
+REFERENCE_METHODS = ("base",)
+"""Rows of a model as it is, untrained on the task (the study's released files carry them):
+shown in the tables as the reference they are, never a KD method in the tests."""
+
+
+def is_distilled(methods: pd.Series, baseline: str = "sft") -> pd.Series:
+    """True for rows of a KD method: neither the baseline nor a reference row."""
+    return ~methods.isin([baseline, *REFERENCE_METHODS])
 
 
 @dataclass(frozen=True)
@@ -152,7 +160,7 @@ def observations(frame: pd.DataFrame, conventions: Conventions | None = None) ->
     ).reset_index()
     baseline = means[means["method"] == conventions.baseline_method]
     baseline = baseline.groupby(["student", "domain", "task"])["accuracy"].mean()
-    kd = means[means["method"] != conventions.baseline_method]
+    kd = means[is_distilled(means["method"], conventions.baseline_method)]
     if conventions.best_over_temperatures and not kd.empty:
         best = kd.groupby(PAIR_KEYS, sort=False)["accuracy"].idxmax()
         kd = kd.loc[best.to_numpy()]

@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.conventions import is_distilled  # noqa: E402
 from analysis.tables import METHOD_ORDER, teacher_accuracy  # noqa: E402
 
 FACTORS = {"temperature": "temperature T", "noise_sigma": "teacher-logit noise σ"}
@@ -19,7 +20,7 @@ FACTORS = {"temperature": "temperature T", "noise_sigma": "teacher-logit noise �
 def study_figure(frame: pd.DataFrame, out_dir: Path) -> Path:
     """The figure of what the study varies: accuracy against T, or against σ, and otherwise
     (methods, student sizes, teacher kinds) accuracy per method as bars."""
-    kd = frame[(frame["role"] != "teacher") & (frame["method"] != "sft")]
+    kd = frame[(frame["role"] != "teacher") & is_distilled(frame["method"])]
     for factor in FACTORS:
         if kd[factor].nunique() > 1:
             return accuracy_vs_factor(frame, factor, out_dir / f"accuracy_vs_{factor}.png")
@@ -85,7 +86,7 @@ def accuracy_vs_factor(frame: pd.DataFrame, factor: str, path: Path) -> Path:
     teacher = teacher_accuracy(frame).mean()
     for axis, student in zip(axes[0], students.index, strict=True):
         rows = students_rows[students_rows["student"] == student]
-        for method, by_method in rows[rows["method"] != "sft"].groupby("method"):
+        for method, by_method in rows[is_distilled(rows["method"])].groupby("method"):
             curve = by_method.groupby(factor)["accuracy"].mean()
             axis.plot(curve.index, curve.values, marker="o", label=method)
         sft = rows[rows["method"] == "sft"]["accuracy"].mean()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from analysis.conventions import RUN_METRICS
-from kdray.config.run import TEACHER_KINDS, score_metric
+from analysis.conventions import REFERENCE_METHODS, RUN_METRICS
+from kdray.config.run import METHODS, TEACHER_KINDS, score_metric
 from kdray.errors import KdrayError
 from kdray.tracking.stores import missing_sqlite_store
 
@@ -197,6 +197,12 @@ def read_results_csv(path: Path) -> pd.DataFrame:
         )
     if frame.empty:
         raise KdrayError(f"{path} has a header but no rows: nothing to analyse")
+    known = [*REFERENCE_METHODS, *METHODS]
+    if unknown := sorted(set(frame["method"].astype(str)) - set(known)):
+        raise KdrayError(
+            f"{path}: unknown method {', '.join(map(repr, unknown))} in column `method`: the "
+            f"tidy schema knows {', '.join(known)} (base: the untrained model, a reference row)"
+        )
     for column in SCHEMA_COLUMNS:
         if column not in frame.columns:
             frame[column] = None

@@ -110,10 +110,9 @@ def run_kdray(args, prepared: dict) -> dict:
         spec, teacher_dir=prepared["teacher_dir"], teacher_cache=prepared["cache"]
     )
     ray.init(include_dashboard=False)
-    checkpoint = fit(spec, "vs-trl-kdray", config.cache_root() / "ray_results")
-    with checkpoint.as_directory() as folder:
-        metrics = json.loads((Path(folder) / "metrics.json").read_text())
-        kl = held_out_kl(folder, prepared["teacher_dir"], spec)
+    folder = fit(spec, "vs-trl-kdray", config.cache_root() / "ray_results")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    kl = held_out_kl(str(folder), prepared["teacher_dir"], spec)
     ray.shutdown()
     return {
         "steps_per_second": metrics["steps_per_second"],

@@ -191,6 +191,12 @@ def _training_flags(parser: OneLineParser) -> None:
         help="PACK (default: workers on as few nodes as possible) or SPREAD (across nodes)",
     )
     parser.add_argument("--max-concurrent", type=int, help="trials in flight (default: what fits)")
+    parser.add_argument(
+        "--run-per-seed",
+        action="store_true",
+        help="a Ray Train run per seed (default: a setting's seeds share one, trained in turn, "
+        "which pays the fixed cost of a Train run once per setting)",
+    )
 
 
 def _tracking_and_folder_flags(parser: OneLineParser) -> None:

@@ -18,7 +18,13 @@ from kdray.hub.world import HubWorld
 from kdray.study.config import StudyConfig
 from kdray.study.side_runs import TeacherRuns
 from kdray.tracking.runs import RunLogger, mark_failed
-from kdray.world.bases import base_folder, build_base, pretraining_record
+from kdray.world.bases import (
+    base_folder,
+    build_base,
+    install_packaged_base,
+    packaged_base,
+    pretraining_record,
+)
 from kdray.world.build import World
 
 
@@ -53,13 +59,16 @@ def prepare_bases(config: StudyConfig, world: World | HubWorld, runs: TeacherRun
     if config.pretrain is None or isinstance(world, HubWorld):
         return
     needs = needed_bases(config)
-    missing = [
-        need for need in needs
-        if not is_complete(base_folder(world, need.model, need.seed, config.pretrain, need.teacher))
-    ]  # fmt: skip
+    missing = [need for need in needs if not is_complete(_folder(config, world, need))]
     reused = len(needs) - len(missing)
     if reused:
         say(f"{reused} pretrained base(s) reused from the cache")
+    packaged = [need for need in missing if packaged_base(world, _folder(config, world, need))]
+    if packaged:
+        say(f"{len(packaged)} pretrained base(s) taken from the package (checksums verified)")
+    for need in packaged:
+        _install(config, world, need, runs)
+    missing = [need for need in missing if need not in packaged]
     if not missing:
         return
     steps = f"{config.pretrain.steps} steps, the teacher's {config.pretrain.teacher_steps}"
@@ -75,18 +84,38 @@ def prepare_bases(config: StudyConfig, world: World | HubWorld, runs: TeacherRun
         while pending:
             [done], _ = ray.wait(list(pending))
             need, run_id = pending.pop(done)
-            folder = Path(ray.get(done))
-            curve = pretraining_record(folder)["curve"]
-            logger = RunLogger(runs.tracking_uri, run_id)
-            logger.log_curve("pretrain_loss", [(step, loss) for step, loss in curve])
-            logger.log_metrics({"final_pretrain_loss": curve[-1][1]})
-            runs.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+            curve = _close_run(runs, run_id, Path(ray.get(done)))
             say(f"  base {need.model} seed {need.seed}: loss {curve[-1][1]:.3f} "
                 f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
     except BaseException:
         for _, run_id in pending.values():
             mark_failed(runs.client, run_id)
         raise
+
+
+def _folder(config: StudyConfig, world: World, need: BaseNeed) -> Path:
+    return base_folder(world, need.model, need.seed, config.pretrain, need.teacher)
+
+
+def _install(config: StudyConfig, world: World, need: BaseNeed, runs: TeacherRuns) -> None:
+    """A packaged base into the cache, tracked like a pretrained one (its recorded curve)."""
+    run_id = _open_run(config, need, runs, source="package")
+    try:
+        install_packaged_base(world, _folder(config, world, need))
+    except BaseException:
+        mark_failed(runs.client, run_id)
+        raise
+    _close_run(runs, run_id, _folder(config, world, need))
+
+
+def _close_run(runs: TeacherRuns, run_id: str, folder: Path) -> list:
+    """The base's pretraining curve on its run, which ends FINISHED; the curve."""
+    curve = pretraining_record(folder)["curve"]
+    logger = RunLogger(runs.tracking_uri, run_id)
+    logger.log_curve("pretrain_loss", [(step, loss) for step, loss in curve])
+    logger.log_metrics({"final_pretrain_loss": curve[-1][1]})
+    runs.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return curve
 
 
 def _pretrain(world: World, model: str, seed: int, pretrain, teacher: bool) -> str:
@@ -100,7 +129,11 @@ def _pretrain(world: World, model: str, seed: int, pretrain, teacher: bool) -> s
     return str(folder)
 
 
-def _open_run(config: StudyConfig, need: BaseNeed, runs: TeacherRuns) -> str:
+def _open_run(
+    config: StudyConfig, need: BaseNeed, runs: TeacherRuns, source: str = "pretrained"
+) -> str:
+    """The base's MLflow run; `source`: pretrained now, or taken from the package."""
     recipe = config.pretrain.train_config(need.teacher, need.seed)
     params = {"model": need.model, "seed": need.seed, **flatten(to_dict(recipe), "pretrain.")}
+    params["source"] = source
     return runs.open(config, "pretrain", f"pretrain {need.model} seed={need.seed}", params)

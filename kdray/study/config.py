@@ -52,6 +52,10 @@ class StudyConfig:
     temperatures: tuple[float, ...] = (1.0, 2.0, 5.0)
     noise_sigmas: tuple[float, ...] = (0.0,)
     seeds: tuple[int, ...] = (0,)
+    seeds_share_run: bool = True
+    """Train a setting's seeds one after another in one Ray Train run (one Tune trial, one
+    MLflow run per seed): the ~30 s every Train run pays whatever it trains (workers,
+    imports, DeepSpeed set-up) is paid once per setting. False: a Train run per seed."""
     kd: KDConfig = field(default_factory=KDConfig)
     """Knobs shared by the KD trials (CE weight, beta, lambda, alpha, ...); each trial sets its
     own method, temperature and noise."""

@@ -17,6 +17,7 @@ from kdray.study.config import StudyConfig
 from kdray.study.prepare import prepare_study
 from kdray.study.runtime import (
     PLANNED_TRIALS_TAG,
+    PLANNED_TUNE_TRIALS_TAG,
     TUNE_PATH_TAG,
     PhaseClock,
     ProgressCallback,
@@ -30,6 +31,7 @@ from kdray.study.runtime import (
     stopped_early,
     trials_in_flight,
 )
+from kdray.study.trials import seed_groups
 from kdray.tracking.outage import StudyOutage, bound_http_retries
 from kdray.tracking.runs import (
     RunLogger,
@@ -48,21 +50,23 @@ def run_study(config: StudyConfig) -> StudyOutcome:
     plans = study.plans
     try:
         concurrent = trials_in_flight(config, max(p["spec"]["train"]["num_workers"] for p in plans))
-        say(f"running {len(plans)} trials, {in_flight_text(concurrent)}")
+        trials = seed_groups(plans) if config.seeds_share_run else plans
+        say(f"running {len(plans)} trials{_grouping(plans, trials)}, {in_flight_text(concurrent)}")
         name = f"{config.name}-{study.parent_id[:8]}"
         tuner = tune.Tuner(
             tune.with_resources(run_trial, driver_resources()),
-            param_space={"plan": tune.grid_search(plans), "study": study.context()},
+            param_space={"plan": tune.grid_search(trials), "study": study.context()},
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=str(study.storage),
                 verbose=0,
-                callbacks=[ProgressCallback(len(plans))],
+                callbacks=[ProgressCallback(len(trials))],
             ),
         )
         study.client.set_tag(study.parent_id, TUNE_PATH_TAG, str(study.storage / name))
         study.client.set_tag(study.parent_id, PLANNED_TRIALS_TAG, str(len(plans)))
+        study.client.set_tag(study.parent_id, PLANNED_TUNE_TRIALS_TAG, str(len(trials)))
     except BaseException:
         mark_failed(study.client, study.parent_id)
         raise
@@ -95,10 +99,12 @@ def _fit_and_summarise(
         raise outage.stopped()
     parent = client.get_run(parent_id)
     trials = int(parent.data.tags[PLANNED_TRIALS_TAG])
-    failed, finished = grid.num_errors, grid.num_terminated
+    tune_trials = int(parent.data.tags.get(PLANNED_TUNE_TRIALS_TAG, trials))
     experiment_id = parent.info.experiment_id
+    failures = failed_trials(client, experiment_id, parent_id)  # runs, not Tune trials
+    failed = len(failures)
     results_dir = Path(config.results_dir)
-    if stopped_early(client, parent_id, grid, trials):
+    if stopped_early(client, parent_id, grid, tune_trials):
         return StudyOutcome(
             tracking_uri, experiment_id, parent_id, trials, failed, results_dir, clock.phases, True
         )
@@ -109,12 +115,19 @@ def _fit_and_summarise(
     clock.done("summary")
     elapsed = time.time() - clock.started
     timing = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in clock.phases.items())
-    say(f"done in {elapsed:.0f}s ({timing}): {finished} trials finished, {failed} failed")
-    for name, reason in failed_trials(client, experiment_id, parent_id):
+    say(f"done in {elapsed:.0f}s ({timing}): {trials - failed} trials finished, {failed} failed")
+    for name, reason in failures:
         say(f"FAILED {name}: {reason}")
     return StudyOutcome(
         tracking_uri, experiment_id, parent_id, trials, failed, results_dir, clock.phases
     )
+
+
+def _grouping(plans: list[dict], trials: list[dict]) -> str:
+    """How the trials share Train runs, for the opening line."""
+    if len(trials) == len(plans):
+        return ""
+    return f" as {len(trials)} Ray Train runs (a setting's seeds in turn in one)"
 
 
 def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:

@@ -192,6 +192,9 @@ TUNE_PATH_TAG = "kdray.tune_path"
 
 
 PLANNED_TRIALS_TAG = "kdray.planned_trials"
+"""Parent-run tag: the study's trials (MLflow child runs)."""
+PLANNED_TUNE_TRIALS_TAG = "kdray.planned_tune_trials"
+"""Parent-run tag: its Tune trials (fewer when a setting's seeds share one)."""
 
 
 def restored_tuner(path: Path, trainable) -> tune.Tuner | None:

@@ -80,9 +80,7 @@ def prepare_teacher(
             task = ray.remote(**_task_resources(train.use_gpu))(_evaluate_base_model)
             ray.get(task.remote(spec.to_dict(), str(staging)))
             return
-        checkpoint = fit(spec, f"teacher-{name}", storage_path)
-        with checkpoint.as_directory() as folder:
-            shutil.copytree(folder, staging)
+        shutil.copytree(fit(spec, f"teacher-{name}", storage_path), staging)
 
     target = teacher_folder(world, name, kind, train, eval_config, init_dir)
     folder, built_now = build_once(target, build, verify=True, on_rebuild=say)

@@ -42,15 +42,15 @@ def trial_plan(
     teacher_kind: str = "",
 ) -> dict:
     """The plan of one trial: key, run name, teacher, teacher kind, params and RunSpec."""
-    run_name = run_label(kd, student, teacher, teacher_kind, len(config.teacher_kinds) > 1)
-    if len(config.seeds) > 1:
-        run_name += f" seed={seed}"
+    label = run_label(kd, student, teacher, teacher_kind, len(config.teacher_kinds) > 1)
+    run_name = f"{label} seed={seed}" if len(config.seeds) > 1 else label
     train = dataclasses.replace(config.student_train, seed=seed)
     if config.zoo == "hub":  # as many GPUs as the trial needs (kdray.study.plan), ZeRO-3
         train = hub_trial_train(config, world, teacher, student, kd, train)
     return {
         "key": trial_key(teacher, student, seed, kd, teacher_kind),
         "run_name": run_name,
+        "label": label,
         "teacher": teacher,
         "teacher_kind": teacher_kind if teacher else None,
         "params": trial_params(config, world, teacher, student, seed, kd, teacher_kind),
@@ -64,6 +64,32 @@ def trial_plan(
             init_dir=init_dir(config, world, student, seed, teacher=False),
         ),  # fmt: skip
     }
+
+
+def seed_groups(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Tune trials of a grid when each setting's seeds share one Train run: one plan per
+    setting, its `members` the setting's plans in seed order (kdray.trial.driver trains them
+    in turn), so the fixed cost of a Train run is paid once per setting. A setting with one
+    seed stays its own plan."""
+    settings: dict[str, list[dict[str, Any]]] = {}
+    for plan in plans:
+        setting = plan["key"].replace(f"|seed={plan['params']['seed']}", "")
+        settings.setdefault(setting, []).append(plan)
+    groups = []
+    for setting, members in settings.items():
+        if len(members) == 1:
+            groups.append(members[0])
+            continue
+        members.sort(key=lambda plan: plan["params"]["seed"])
+        seeds = ",".join(str(plan["params"]["seed"]) for plan in members)
+        groups.append(
+            {
+                "key": f"{setting}|seeds={seeds}",
+                "run_name": f"{members[0]['label']} seeds {seeds}",
+                "members": members,
+            }
+        )
+    return groups
 
 
 def trial_key(teacher: str | None, student: str, seed: int, kd: KDConfig, teacher_kind: str) -> str:

@@ -1,16 +1,21 @@
 """The training loop each Ray Train worker runs: setup → restore → steps → export → evaluate →
-report, in that order (`train_worker` reads as that list).
+report, in that order (`train_run` reads as that list), for each run of the Train run's
+sequence in turn (`train_worker`: a study's seeds of one setting share one Train run, so its
+fixed cost is paid once).
 
 Every rank calls ray.train.report the same number of times (Train hangs otherwise); rank 0
-writes to MLflow and evaluates."""
+writes to MLflow and evaluates. Run i's outputs (model folder, metrics.json, predictions,
+failure.json) end in `run-<i>/` of the Train run's final checkpoint (`run_output`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import random
 import resource
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -47,14 +52,47 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the trial is failed with this reason."""
 
 
+RUNS_KEY = "runs"
+"""train_loop_config = {RUNS_KEY: [RunSpec.to_dict(), ...]}: the runs trained in turn."""
+FAILURE_FILE = "failure.json"
+
+
+def run_output(folder: Path, index: int) -> Path:
+    """Run `index`'s outputs inside a Train run's checkpoint folder."""
+    return Path(folder) / f"run-{index}"
+
+
 def train_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point: `config` is RunSpec.to_dict()."""
-    worker = setup_worker(config)
+    """Ray Train entry point: `config` = {RUNS_KEY: the runs' RunSpec dicts}. The runs are
+    trained one after another in these processes; a restarted worker group skips the runs
+    whose outputs its checkpoint holds and resumes the one it was training."""
+    with tempfile.TemporaryDirectory(prefix="kdray-runs-") as done:
+        finished = restore_finished(ray.train.get_checkpoint(), Path(done))
+        for index, run in enumerate(config[RUNS_KEY]):
+            if index not in finished:
+                train_run(run, run_output(Path(done), index))
+                gc.collect()  # the finished run's engine and data before the next's
+
+
+def restore_finished(checkpoint, done: Path) -> set[int]:
+    """The runs a restored checkpoint had finished: their outputs copied into `done`."""
+    if checkpoint is None:
+        return set()
+    with checkpoint.as_directory() as directory:
+        outputs = sorted(Path(directory).glob("run-*"))
+        for output in outputs:
+            shutil.copytree(output, done / output.name)
+    return {int(output.name.removeprefix("run-")) for output in outputs}
+
+
+def train_run(config: dict[str, Any], output: Path) -> None:
+    """One run (`config` is its RunSpec.to_dict()), its outputs written to `output`."""
+    worker = setup_worker(config, output.parent)
     progress = restore(worker, config)
     clock = StepClock(progress.train_seconds)
     failure = train_steps(worker, progress, clock)
     if failure:
-        report_failure(failure, worker.rank)
+        report_failure(failure, worker.rank, output)
         return
     clock.stop()
     state = final_state(worker, progress)
@@ -62,7 +100,7 @@ def train_worker(config: dict[str, Any]) -> None:
     if worker.rank != 0:
         ray.train.report(metrics)
         return
-    export_evaluate_and_report(worker, progress, state, metrics)
+    export_evaluate_and_report(worker, progress, state, metrics, output)
 
 
 # --- setup
@@ -123,6 +161,8 @@ class Worker:
     logger: BufferedRunLogger | None
     spool: Any = None
     """The folder that keeps the logger's unsent files (lives as long as the worker)."""
+    done: Path | None = None
+    """The outputs of the Train run's finished runs: every checkpoint carries them."""
     nodes: list[str] = field(default_factory=list)
     """The Ray node ids of all ranks (known at the end of training)."""
 
@@ -132,7 +172,7 @@ class Worker:
         return self.train.zero_stage == 3 and self.world_size > 1
 
 
-def setup_worker(config: dict[str, Any]) -> Worker:
+def setup_worker(config: dict[str, Any], done: Path | None = None) -> Worker:
     """Device, seeds, logger, data, model, teacher and engine, in this order (the RNG draws
     of LoRA and the engine depend on it)."""
     spec = RunSpec.from_dict(config)
@@ -178,7 +218,7 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     )
     return Worker(
         spec, train, rank, world_size, device, tokenizer, examples, batches, engine, teacher,
-        noise, on_policy_rng, score_items, logger, spool,
+        noise, on_policy_rng, score_items, logger, spool, done,
     )  # fmt: skip
 
 
@@ -397,6 +437,8 @@ def report_progress(worker: Worker, step: int, progress: LoopState, clock: StepC
             save_checkpoint(
                 Path(folder), worker.engine, progress, worker.on_policy_rng, states, worker.rank
             )
+            if worker.rank == 0 and worker.done:  # a restart must not train these again
+                shutil.copytree(worker.done, folder, dirs_exist_ok=True)
             ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
     else:
         ray.train.report(report)
@@ -441,26 +483,31 @@ def final_metrics(worker: Worker, progress: LoopState, clock: StepClock) -> dict
 
 
 def export_evaluate_and_report(
-    worker: Worker, progress: LoopState, state: dict[str, torch.Tensor], metrics: dict[str, Any]
+    worker: Worker,
+    progress: LoopState,
+    state: dict[str, torch.Tensor],
+    metrics: dict[str, Any],
+    output: Path,
 ) -> None:
     """(rank 0) The model at its best validation loss (or last step) written as an ordinary
-    Hugging Face folder, evaluated, logged to MLflow and reported with its checkpoint."""
+    Hugging Face folder in `output`, evaluated, logged to MLflow and reported with the
+    checkpoint of every finished run so far."""
     spec, train, tokenizer, device = worker.spec, worker.train, worker.tokenizer, worker.device
-    with tempfile.TemporaryDirectory() as folder:
-        export_model(worker, state, Path(folder))
-        metrics.update(evaluate(spec, load_model(folder, device), tokenizer, Path(folder)))
-        (Path(folder) / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
-        if logger := worker.logger:
-            curves = progress.curves
-            logger.set_tags({"kdray.worker_nodes": ",".join(worker.nodes)})  # Ray node ids
-            logger.log_curves({k: curves[k] for k in ("train_loss", "lr", "val_loss")})
-            final = {k: v for k, v in metrics.items() if k not in ("step", "train_loss")}
-            logger.log_metrics(final, step=train.steps)
-            logger.log_file(Path(folder) / PREDICTIONS_FILE)
-            if not logger.flush():  # the server is away: the trial driver delivers the rest
-                kept = logger.save_unsent(Path(folder))
-                print(f"[kdray] {spec.model_name}: {kept} logging ops kept for the trial driver")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    output.mkdir(parents=True)
+    export_model(worker, state, output)
+    metrics.update(evaluate(spec, load_model(output, device), tokenizer, output))
+    (output / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
+    if logger := worker.logger:
+        curves = progress.curves
+        logger.set_tags({"kdray.worker_nodes": ",".join(worker.nodes)})  # Ray node ids
+        logger.log_curves({k: curves[k] for k in ("train_loss", "lr", "val_loss")})
+        final = {k: v for k, v in metrics.items() if k not in ("step", "train_loss")}
+        logger.log_metrics(final, step=train.steps)
+        logger.log_file(output / PREDICTIONS_FILE)
+        if not logger.flush():  # the server is away: the trial driver delivers the rest
+            kept = logger.save_unsent(output)
+            print(f"[kdray] {spec.model_name}: {kept} logging ops kept for the trial driver")
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(output.parent))
 
 
 def export_model(worker: Worker, state: dict[str, torch.Tensor], folder: Path) -> None:
@@ -487,18 +534,18 @@ def worker_nodes(world_size: int) -> list[str]:
     return sorted(set(everyone))
 
 
-def report_failure(reason: str, rank: int) -> None:
+def report_failure(reason: str, rank: int, output: Path) -> None:
     """End the run as failed without raising: every rank reports the same reason and returns
-    (rank 0 with a checkpoint, so the driver's Result carries it). A raised error would count
-    as a worker failure, which Train retries from the latest checkpoint, only to fail the
-    same way again."""
+    (rank 0 with the checkpoint, `output` holding failure.json, so the driver's Result carries
+    it) and the Train run goes on to its next run. A raised error would count as a worker
+    failure, which Train retries from the latest checkpoint, only to fail the same way again."""
     if rank != 0:
         ray.train.report({FAILURE_KEY: reason})
         return
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "failure.json").write_text(json.dumps({"reason": reason}))
-        checkpoint = ray.train.Checkpoint.from_directory(folder)
-        ray.train.report({FAILURE_KEY: reason}, checkpoint=checkpoint)
+    output.mkdir(parents=True)
+    (output / FAILURE_FILE).write_text(json.dumps({"reason": reason}))
+    checkpoint = ray.train.Checkpoint.from_directory(output.parent)
+    ray.train.report({FAILURE_KEY: reason}, checkpoint=checkpoint)
 
 
 def global_sum(value: float, device: torch.device, world_size: int) -> float:

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import traceback
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,14 @@ from kdray.tracking.runs import (
     mark_failed,
     package_versions,
 )
-from kdray.train.loop import FAILURE_KEY, METRICS_FILE
-from kdray.train.run import fit
+from kdray.train.loop import (
+    FAILURE_FILE,
+    FAILURE_KEY,
+    METRICS_FILE,
+    NonFiniteLossError,
+    run_output,
+)
+from kdray.train.run import fit_runs
 
 DRIVER_CPUS = 0.01
 DRIVER_RESOURCE_ENV = "KDRAY_DRIVER_RESOURCE"
@@ -103,6 +110,12 @@ def run_trial(config: dict[str, Any]) -> None:
         raise
 
 
+def trial_members(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs of one Tune trial: a plan's `members` (a setting's seeds, trained in turn in
+    one Train run: kdray.study.trials.seed_groups), or the plan itself."""
+    return plan.get("members", [plan])
+
+
 def _run_trial(study: dict[str, Any], plan: dict[str, Any], outage: StudyOutage) -> None:
     uri = study["tracking_uri"]
     client = MlflowClient(uri)
@@ -111,43 +124,89 @@ def _run_trial(study: dict[str, Any], plan: dict[str, Any], outage: StudyOutage)
         wait = 0 if outage.happened() else study.get("tracking_wait", 600)
         return wait_for_tracking(call, uri, wait, what)
 
-    run = waiting("opening the trial's run", lambda: open_child_run(client, study, plan))
-    run_id = run.info.run_id
-    if run.info.status == "FINISHED":
+    members = trial_members(plan)
+    runs = [waiting("opening the trial's run", lambda m=m: open_child_run(client, study, m))
+            for m in members]  # fmt: skip
+    ended = {i: run for i, run in enumerate(runs) if run.info.status in ("FINISHED", "FAILED")}
+    failures = [run.data.tags[FAILURE_TAG] for run in ended.values() if run.info.status == "FAILED"]
+    todo = [i for i in range(len(members)) if i not in ended]
+    if len(members) == 1 and not todo:
+        if failures:  # a resumed study: the trial failed before, for this
+            raise TrialFailedError(failures[0])
         # Finished before its driver was killed, after Tune last saved its state: report the
         # logged result instead of training again (no second curve in the same run).
-        ray.tune.report(dict(run.data.metrics))
+        ray.tune.report(dict(runs[0].data.metrics))
         return
-    if run.info.status == "FAILED":  # a resumed study: the trial failed before, for this
-        raise TrialFailedError(run.data.tags[FAILURE_TAG])
-    spec = dataclasses.replace(RunSpec.from_dict(plan["spec"]), tracking_uri=uri, run_id=run_id)
-    logger = RunLogger(uri, run_id)
-    waiting("logging the trial's config", lambda: _log_config(logger, plan, spec))
+    specs, loggers = [], []
+    for i in todo:
+        run_id = runs[i].info.run_id
+        spec = dataclasses.replace(
+            RunSpec.from_dict(members[i]["spec"]), tracking_uri=uri, run_id=run_id
+        )
+        logger = RunLogger(uri, run_id)
+        waiting("logging the trial's config", partial(_log_config, logger, members[i], spec))
+        specs.append(spec)
+        loggers.append(logger)
     try:
-        checkpoint = fit(
-            spec,
+        folder = fit_runs(
+            specs,
             name=f"trial-{ray.tune.get_context().get_trial_id()}",
             storage_path=Path(study["storage_path"]),
             callbacks=[TrialReportCallback()],
-        )
+        ) if specs else None  # fmt: skip
     except BaseException as error:
         reason = _failure_reason(error)
-        waiting("marking the trial failed", lambda: _mark_failed(client, logger, reason))
+        for logger in loggers:
+            waiting("marking the trial failed", partial(_mark_failed, client, logger, reason))
         raise
-    with checkpoint.as_directory() as folder:
-        unsent = UnsentOps(Path(folder))  # what rank 0 could not send during an outage
-        try:
+    for position, i in enumerate(todo):
+        output = run_output(folder, position)
+        if reason := _run_failure(output):
             waiting(
-                "sending the trial's results",
-                lambda: (
-                    unsent.deliver(client, run_id),
-                    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED)),
-                ),
+                "marking the run failed", partial(_mark_failed, client, loggers[position], reason)
             )
-        except TrackingUnreachableError:
-            metrics = json.loads((Path(folder) / METRICS_FILE).read_text())
-            outage.keep(plan["key"], run_id, unsent, metrics)
-            raise
+            failures.append(reason)
+            continue
+        _finish_run(client, waiting, outage, members[i], loggers[position].run_id, output)
+    if len(members) > 1:  # the setting's result for Tune: its runs' mean
+        ray.tune.report(_mean_metrics([client.get_run(run.info.run_id) for run in runs]))
+    if failures:
+        raise TrialFailedError(failures[0])
+
+
+def _run_failure(output: Path) -> str | None:
+    """Why a run of the Train run failed (its loss stopped being finite), or None."""
+    failure = output / FAILURE_FILE
+    if not failure.is_file():
+        return None
+    return _failure_reason(NonFiniteLossError(json.loads(failure.read_text())["reason"]))
+
+
+def _finish_run(client, waiting, outage: StudyOutage, plan: dict, run_id: str, output: Path):
+    """Send what rank 0 could not send during an outage and close the run FINISHED; kept on
+    disk for --resume when the server stays away."""
+    unsent = UnsentOps(output)
+    try:
+        waiting(
+            "sending the trial's results",
+            lambda: (
+                unsent.deliver(client, run_id),
+                client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED)),
+            ),
+        )
+    except TrackingUnreachableError:
+        metrics = json.loads((output / METRICS_FILE).read_text())
+        outage.keep(plan["key"], run_id, unsent, metrics)
+        raise
+
+
+def _mean_metrics(runs) -> dict[str, float]:
+    """Each metric's mean over the runs that logged it."""
+    values: dict[str, list[float]] = {}
+    for run in runs:
+        for key, value in run.data.metrics.items():
+            values.setdefault(key, []).append(value)
+    return {key: sum(v) / len(v) for key, v in values.items()}
 
 
 def _mark_failed(client: MlflowClient, logger: RunLogger, reason: str) -> None:

@@ -1,20 +1,31 @@
 """The tiny world's pretrained bases: one per (model, seed), pretrained on the world's generic
 text (kdray.world.pretraining) from a seeded random initialisation, saved as a model folder and
-cached by the content hash of what produced it (world, model, seed, recipe)."""
+cached by the content hash of what produced it (world, model, seed, recipe).
+
+The default study's bases also ship with the package (`packaged_bases/`, 3 MB, written by
+`python -m kdray.study.package_bases`): a base the cache lacks is copied from there when the
+package has it for the same world, tokenizer included (its SHA-256), and its files match their
+checksums; any other base is pretrained."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from kdray.cache import build_once, content_key
+from kdray.cache import build_once, content_key, file_sha256, verify_checksums
 from kdray.config.pretrain import PretrainConfig
 from kdray.config.run import to_dict
 from kdray.console import say
 from kdray.world.build import World, init_seed
 
 CURVE_FILE = "pretraining.json"
+PACKAGED_BASES = Path(__file__).with_name("packaged_bases")
+PACKAGED_CHECKSUMS = "checksums.json"
+PACKAGED_RECORD = "packaged.json"
+"""In a packaged base: the SHA-256 of the tokenizer it was pretrained with, and how it was made."""
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def base_folder(
@@ -54,6 +65,35 @@ def build_base(
 
     target = base_folder(world, name, seed, pretrain, teacher)
     return build_once(target, build, verify=True, on_rebuild=say)
+
+
+def tokenizer_sha256(world: World) -> str:
+    return file_sha256(world.tokenizer_dir / TOKENIZER_FILE)
+
+
+def packaged_base(world: World, folder: Path, packaged: Path = PACKAGED_BASES) -> Path | None:
+    """The package's copy of the base cached at `folder`, if it ships one pretrained with this
+    world's tokenizer (a tokenizer trained differently would make its embeddings mean nothing)."""
+    candidate = packaged / folder.name
+    if not (candidate / PACKAGED_RECORD).is_file():
+        return None
+    record = json.loads((candidate / PACKAGED_RECORD).read_text())
+    return candidate if record["tokenizer_sha256"] == tokenizer_sha256(world) else None
+
+
+def install_packaged_base(world: World, folder: Path, packaged: Path = PACKAGED_BASES) -> bool:
+    """Copy the package's base for `folder` into the cache, its checksums verified first (a
+    damaged copy raises CacheCorruptError); False when the package has none for this world."""
+    source = packaged_base(world, folder, packaged)
+    if source is None:
+        return False
+
+    def copy(staging: Path) -> None:
+        verify_checksums(source, PACKAGED_CHECKSUMS)
+        shutil.copytree(source, staging, ignore=shutil.ignore_patterns(PACKAGED_CHECKSUMS))
+
+    build_once(folder, copy, verify=True, on_rebuild=say)
+    return True
 
 
 def pretraining_record(folder: Path) -> dict:

@@ -73,12 +73,20 @@ def _trial_runs(folder: Path) -> dict[str, object]:
 
 @pytest.mark.slow  # 4-5 min each: the study twice, one run of it interrupted
 @pytest.mark.parametrize(
-    "layout",
-    [[], ["--num-workers", "2", "--zero-stage", "2"]],
-    ids=["one-worker", "two-workers-zero2"],
+    "layout, killed_run",
+    [
+        ([], "kd T=2"),
+        (["--num-workers", "2", "--zero-stage", "2"], "kd T=2"),
+        # Seeds 0 and 1 share one Train run: killed in seed 1's run, seed 0's is not redone.
+        (["--seeds", "0,1"], "kd T=2 σ=0 tiny-qwen2-xs ← tiny-qwen2-m seed=1"),
+    ],
+    ids=["one-worker", "two-workers-zero2", "two-seeds-one-train-run"],
 )
-def test_a_killed_train_worker_resumes_from_its_checkpoint(tmp_path, shared_cache, layout):
+def test_a_killed_train_worker_resumes_from_its_checkpoint(
+    tmp_path, shared_cache, layout, killed_run
+):
     flags = [*FLAGS, *layout, "--cache-dir", str(shared_cache)]
+    seeds = 2 if "--seeds" in layout else 1
     (tmp_path / "reference").mkdir()
     reference = run_study_script(*flags, cwd=tmp_path / "reference")
     assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
@@ -87,7 +95,7 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint(tmp_path, shared_cach
     folder.mkdir()
     killed, stop = [], threading.Event()
     watcher = threading.Thread(
-        target=kill_worker_mid_trial, args=(folder / "mlflow.db", "kd T=2", killed, stop)
+        target=kill_worker_mid_trial, args=(folder / "mlflow.db", killed_run, killed, stop)
     )
     watcher.start()
     try:
@@ -102,14 +110,19 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint(tmp_path, shared_cach
     assert killed, "the kd trial ended before its worker could be killed"
     killed_at, _ = killed[0]
     assert result.returncode == 0, output[-4000:]
-    assert "2 trials finished, 0 failed" in result.stdout
+    assert f"{2 * seeds} trials finished, 0 failed" in result.stdout
     assert "resuming at step" in output
 
     client, runs = _trial_runs(folder)
     _, reference_runs = _trial_runs(tmp_path / "reference")
-    assert len(runs) == 2 and {r.info.status for r in runs.values()} == {"FINISHED"}
-    kd_key = next(k for k, r in runs.items() if r.data.params["method"] == "kd")
+    assert len(runs) == 2 * seeds and {r.info.status for r in runs.values()} == {"FINISHED"}
+    kd_key = next(k for k, r in runs.items() if r.info.run_name == killed_run or seeds == 1
+                  and r.data.params["method"] == "kd")  # fmt: skip
     kd = runs[kd_key]
+    for key, run in runs.items():  # the other runs, seed 0's of the same Train run included
+        assert run.data.metrics["restarts"] == (1 if key == kd_key else 0), run.info.run_name
+        history = client.get_metric_history(run.info.run_id, "train_loss")
+        assert sorted(m.step for m in history) == list(range(1, STEPS + 1))
     assert kd.data.metrics["restarts"] == 1
     resumed = kd.data.metrics["resumed_from_step"]
     assert resumed % 10 == 0 and 10 <= resumed <= killed_at + 10  # the latest checkpoint

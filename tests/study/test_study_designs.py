@@ -11,7 +11,7 @@ from kdray.cli.main import study_main
 from kdray.study import runtime as study_runtime
 from kdray.study.designs import DESIGNS
 from kdray.study.plan import plan_pairs
-from kdray.study.trials import run_label, trial_plans
+from kdray.study.trials import run_label, seed_groups, trial_plans
 
 
 class StubWorld:
@@ -94,6 +94,28 @@ def test_teacher_domain_trials_are_told_apart_by_key_and_name(tiny_world_stub):
     assert "kd T=1 σ=0 tiny-qwen2-s ← tiny-qwen2-m (task-unaware) seed=0" in names
     kinds = [p["params"]["teacher_kind"] for p in plans if p["teacher"]]
     assert sorted(kinds) == ["task-aware"] * 6 + ["task-unaware"] * 6
+
+
+def test_a_settings_seeds_share_one_tune_trial(tiny_world_stub):
+    plans = trial_plans(config_from_flags("temperature"), tiny_world_stub)
+    groups = seed_groups(plans)
+    assert len(plans) == 24 and len(groups) == 8  # 2 students x (SFT + 3 T), 3 seeds each
+    assert sorted(m["key"] for g in groups for m in g["members"]) == sorted(p["key"] for p in plans)
+    for group in groups:
+        seeds = [m["params"]["seed"] for m in group["members"]]
+        assert seeds == [0, 1, 2]
+        settings = [{k: v for k, v in m["params"].items() if k != "seed"} for m in group["members"]]
+        assert all(setting == settings[0] for setting in settings)  # one setting, 3 seeds
+    names = {g["run_name"] for g in groups}
+    assert "kd T=2 σ=0 tiny-qwen2-s ← tiny-qwen2-m seeds 0,1,2" in names
+    assert len({g["key"] for g in groups}) == 8
+    single = trial_plans(config_from_flags("temperature", ["--seeds", "7"]), tiny_world_stub)
+    assert seed_groups(single) == single  # one seed: the plans as they are
+
+
+def test_run_per_seed_flag_keeps_a_train_run_per_seed():
+    assert config_from_flags("temperature").seeds_share_run
+    assert not config_from_flags("temperature", ["--run-per-seed"]).seeds_share_run
 
 
 def test_run_names_read_as_settings():

@@ -2,6 +2,7 @@
 several wordings, and seeded, cached bases that learn from the corpus."""
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -100,3 +101,51 @@ def _weights(folder):
     from safetensors.torch import load_file
 
     return load_file(str(folder / "model.safetensors"))["model.embed_tokens.weight"]
+
+
+def test_the_package_ships_the_default_studys_bases_for_the_world_built_here(tmp_path):
+    """The world built on this machine has the tokenizer and keys the packaged bases were made
+    with, so a fresh cache installs them (checksums verified) instead of pretraining."""
+    from kdray.cli.args import config_from_flags
+    from kdray.study.bases import needed_bases
+    from kdray.world.bases import base_folder, install_packaged_base, packaged_base
+
+    config = config_from_flags("temperature", ["--cache-dir", str(tmp_path)])
+    world, _ = build_world(config.world, config.cache_root(), config.family)
+    needs = needed_bases(config)
+    assert len(needs) == 7  # the teacher's, and 2 students x 3 seeds
+    folders = [base_folder(world, n.model, n.seed, config.pretrain, n.teacher) for n in needs]
+    assert all(packaged_base(world, folder) for folder in folders)
+    assert install_packaged_base(world, folders[0])
+    record = pretraining_record(folders[0])
+    assert record["model"] == needs[0].model and record["recipe"]["steps"] == 800
+
+
+def test_a_damaged_or_foreign_packaged_base_is_refused(tmp_path):
+    import shutil
+
+    from kdray.cache import CacheCorruptError, write_checksums
+    from kdray.world.bases import (
+        PACKAGED_BASES,
+        install_packaged_base,
+        packaged_base,
+        tokenizer_sha256,
+    )
+
+    world, _ = build_world(SMALL, tmp_path / "cache")
+    source = next(PACKAGED_BASES.iterdir())
+    packaged = tmp_path / "packaged"
+    shutil.copytree(source, packaged / source.name)
+    folder = tmp_path / "cache" / "bases" / source.name
+    assert packaged_base(world, folder, packaged) is None  # another world's tokenizer
+    record = {"tokenizer_sha256": tokenizer_sha256(world)}  # as if made for this world
+    (packaged / source.name / "packaged.json").write_text(json.dumps(record))
+    (packaged / source.name / "checksums.json").unlink()
+    write_checksums(packaged / source.name, "checksums.json")
+    assert install_packaged_base(world, folder, packaged)  # intact: installed
+    shutil.rmtree(folder)
+    weights = packaged / source.name / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])  # truncated
+    with pytest.raises(CacheCorruptError, match="does not match its checksum"):
+        install_packaged_base(world, folder, packaged)
+    assert not folder.exists()  # nothing half-written in the cache

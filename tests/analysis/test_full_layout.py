@@ -1,0 +1,99 @@
+"""The analysis on a results file of the study's own released layout: two domains, three
+temperatures, task-aware and task-unaware teachers (not every method with both), rows of each
+student's untrained base model, and the teacher's SFT rows."""
+
+import hashlib
+import itertools
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from analysis.ablations import accuracy_vs, teacher_kinds
+from analysis.conventions import Conventions, observations
+from analysis.loader import read_results_csv
+from analysis.study_report import write_report
+
+TASKS = {"math": ("gsm8k", "svamp"), "commonsense": ("piqa", "siqa")}
+STUDENTS = ("S-0.5B", "S-1.5B", "S-3B")
+COLUMNS = ["study", "teacher", "student", "method", "temperature", "noise_sigma",
+           "teacher_kind", "domain", "task", "accuracy", "role"]  # fmt: skip
+
+
+def accuracy(*parts) -> float:
+    """A fixed, arbitrary accuracy in [20, 70) per setting (the same on every machine)."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+    return 20 + int(digest, 16) % 1000 / 20
+
+
+def full_layout(base: bool = True) -> list[list]:
+    rows = []
+    for domain, tasks in TASKS.items():
+        for task in tasks:
+            rows.append(["full", "", "T-7B", "sft", "", "", "", domain, task, 85.0, "teacher"])
+            for student in STUDENTS:
+                if base:
+                    rows.append(["full", "", student, "base", "", "", "", domain, task, 2.0,
+                                 "student"])  # fmt: skip
+                sft = accuracy(student, task, "sft")
+                rows.append(["full", "", student, "sft", "", "", "", domain, task, sft, "student"])
+                for method, t, kind in itertools.product(
+                    ("kd", "revkd"), (1, 2, 5), ("task-aware", "task-unaware")
+                ):
+                    if (domain, method, kind) == ("commonsense", "revkd", "task-unaware"):
+                        continue  # not every method with both kinds in every domain
+                    rows.append(["full", "T-7B", student, method, t, 0, kind, domain, task,
+                                 accuracy(student, task, method, t, kind), "student"])  # fmt: skip
+    return rows
+
+
+@pytest.fixture
+def full_csv(tmp_path):
+    path = tmp_path / "full.csv"
+    pd.DataFrame(full_layout(), columns=COLUMNS).to_csv(path, index=False)
+    return path
+
+
+def test_the_report_runs_on_the_full_layout(full_csv, tmp_path):
+    frame = read_results_csv(full_csv)
+    files = write_report(frame, tmp_path / "report", Conventions(), str(full_csv))
+    assert (tmp_path / "report" / "report.md").is_file() and files.headline
+    kinds = teacher_kinds(frame, Conventions())
+    assert set(kinds["domain"]) == {"math", "commonsense"}  # one row per domain, not merged
+    assert len(kinds) == 2 * 3 * 2  # domains x students x methods
+    math_kd = kinds[(kinds["domain"] == "math") & (kinds["method"] == "kd")]
+    assert math_kd["task-unaware"].notna().all()
+    revkd = kinds[(kinds["domain"] == "commonsense") & (kinds["method"] == "revkd")]
+    assert revkd["task-unaware"].isna().all()  # never run: missing, not someone else's value
+
+
+def test_base_rows_are_a_reference_not_a_kd_method(full_csv, tmp_path):
+    frame = read_results_csv(full_csv)
+    assert set(observations(frame)["method"]) == {"kd", "revkd"}
+    no_base = tmp_path / "no_base.csv"
+    pd.DataFrame(full_layout(base=False), columns=COLUMNS).to_csv(no_base, index=False)
+    with_base = write_report(frame, tmp_path / "a", Conventions(), "a")
+    without = write_report(read_results_csv(no_base), tmp_path / "b", Conventions(), "b")
+    assert with_base.headline == without.headline
+    tests_a = pd.read_csv(tmp_path / "a" / "tests.csv")
+    tests_b = pd.read_csv(tmp_path / "b" / "tests.csv")
+    pd.testing.assert_frame_equal(tests_a, tests_b)  # the KD tests do not see base rows
+    table = accuracy_vs(frame, "temperature", Conventions())
+    assert (table["base"] == 2.0).all() and "base" not in set(table["method"])  # shown beside
+
+
+def test_an_unknown_method_is_a_one_line_error_with_exit_2(tmp_path):
+    rows = full_layout()
+    rows[5][3] = "distill"
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(bad, index=False)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis", "report", "--results", str(bad), "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown method 'distill'" in lines[0] and "base" in lines[0]
+    assert not out.exists()  # nothing half-written
