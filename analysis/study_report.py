@@ -13,6 +13,7 @@ import pandas as pd
 from analysis import ablations, figures
 from analysis.conventions import Conventions, observations, with_average, with_sizes
 from analysis.hypothesis_tests import run_tests
+from analysis.replicates import CELL, per_run, replicate_tests
 
 ROUNDED = {"statistic": "{:.3g}", "p_value": "{:.3g}"}
 
@@ -71,6 +72,44 @@ def build_sections(
     if not obs.empty:
         sections += _test_sections(tests, obs, task, figure_dir)
     return sections + _ablation_sections(frame, conventions, task, figure_dir)
+
+
+def has_replicates(frame: pd.DataFrame) -> bool:
+    """True when some setting ran with more than one seed."""
+    if "seed" not in frame or frame["seed"].isna().all():
+        return False
+    runs = per_run(frame)
+    return bool((runs.groupby(CELL, sort=False)["seed"].nunique() > 1).any())
+
+
+def _replicates_section(paired: pd.DataFrame) -> Section:
+    """The per-seed tests: paired t against SFT (Holm), Wilcoxon, MDE, method x seed ANOVA."""
+    title = "Seeds as paired replicates (paired tests against SFT)"
+    if paired.empty:
+        return Section(title, ["One seed per setting: the tests have no replicates (run the "
+                               "study with --seeds 0,1,2 for paired tests)."])  # fmt: skip
+    table = paired.pivot_table(
+        index="group", columns="test", values="statistic", aggfunc="first", sort=False
+    )
+    ps = paired.pivot_table(index="group", columns="test", values="p_value", aggfunc="first")
+    shown = pd.DataFrame(index=table.index)
+    shown["n"] = paired.groupby("group", sort=False)["n"].first()
+    if "paired_t_vs_sft" in table:
+        shown["mean Δ accuracy"] = table["paired_t_vs_sft"]
+        shown["p (paired t)"] = ps["paired_t_vs_sft_uncorrected"]
+        shown["p Holm"] = ps["paired_t_vs_sft"]
+        shown["p Wilcoxon"] = ps["wilcoxon_vs_sft"]
+        shown["MDE"] = table["mde_paired_t"]
+    if "anova_method_seed" in table:
+        shown["F (method, method x seed ANOVA)"] = table["anova_method_seed"]
+        shown["p (ANOVA)"] = ps["anova_method_seed"]
+    text = [
+        "Per setting: the paired difference to the same student's SFT at the same seed "
+        "(accuracy averaged over tasks), a paired t-test (Holm-corrected over the settings), "
+        "a Wilcoxon signed-rank test and the minimal detectable effect (power 0.8, α 0.05). "
+        "Per student: a two-way ANOVA of accuracy on setting and seed (additive)."
+    ]
+    return Section(title, text, shown.reset_index().rename(columns={"group": "setting"}))
 
 
 def _data_section(
@@ -206,9 +245,11 @@ def write_report(
     conventions = conventions or Conventions()
     out_dir.mkdir(parents=True, exist_ok=True)
     obs = observations(frame, conventions)
-    tests = run_tests(obs)
+    paired = replicate_tests(frame) if has_replicates(frame) else pd.DataFrame()
+    tests = pd.concat([run_tests(obs), paired], ignore_index=True)
     tidy = with_average(with_sizes(frame), conventions.average_task)
     sections = build_sections(tidy, tests, obs, conventions, source, out_dir / "figures")
+    sections.insert(1, _replicates_section(paired))
     task = conventions.average_task if (obs["task"] == conventions.average_task).any() else None
     task = task or (str(obs["task"].iloc[0]) if len(obs) else "")
     files = ReportFiles(out_dir / "tests.csv", out_dir / "report.md", out_dir / "report.html",

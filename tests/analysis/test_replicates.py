@@ -77,3 +77,59 @@ def test_results_section_shows_intervals_and_the_paired_test():
     assert "inconclusive: 3 seeds, CI ±5.0" in text  # +4.0 ± 5.0 includes 0
     one = pd.DataFrame(_rows("sft", None, [10], [0.5]) + _rows("kd", 1.0, [12], [0.4]))
     assert "One seed per cell" in replicates_markdown(one)
+
+
+def test_holm_wilcoxon_mde_and_the_method_seed_anova_by_hand():
+    from scipy import stats
+
+    from analysis.replicates import holm, method_seed_anova, minimal_detectable_effect
+
+    corrected = holm(pd.Series([0.01, math.nan, 0.04, 0.03]))
+    # Sorted 0.01, 0.03, 0.04 times 3, 2, 1 = 0.03, 0.06, 0.04, then monotone: 0.03, 0.06, 0.06.
+    assert corrected.tolist()[0] == pytest.approx(0.03) and math.isnan(corrected[1])
+    assert corrected.tolist()[2:] == pytest.approx([0.06, 0.06])
+
+    frame = pd.DataFrame(
+        _rows("sft", None, [10, 20, 30], [0.5, 0.4, 0.3])
+        + _rows("kd", 1.0, [14, 22, 36], [0.45, 0.41, 0.2])
+    )
+    kd = paired_table(frame).query("method == 'kd'").iloc[0]
+    assert kd["p_wilcoxon"] == pytest.approx(0.25)  # 3 positive differences: 2 x 1/8
+    assert kd["p_holm"] == pytest.approx(kd["p"])  # one test: nothing to correct
+
+    # The MDE is the difference a paired t-test detects with power 0.8: check with the
+    # noncentral t directly.
+    mde = minimal_detectable_effect(2.0, 3)
+    critical = stats.t.ppf(0.975, 2)
+    noncentrality = mde / 2.0 * math.sqrt(3)
+    power = stats.nct.sf(critical, 2, noncentrality) + stats.nct.cdf(-critical, 2, noncentrality)
+    assert power == pytest.approx(0.8, abs=1e-4)
+    assert math.isnan(minimal_detectable_effect(2.0, 1))
+
+    # Two methods in 3 seeds: the additive ANOVA's F for method is the paired t squared.
+    anova = method_seed_anova(frame).iloc[0]
+    assert anova["F"] == pytest.approx(12.0) and anova["p"] == pytest.approx(0.0742, abs=5e-4)
+    assert anova["n"] == 6 and anova["cells"] == 2 and anova["seeds"] == 3
+
+
+def test_the_report_says_when_the_tests_have_no_replicates(tmp_path):
+    from analysis.study_report import write_report
+
+    one_seed = pd.DataFrame(_rows("sft", None, [10], [0.5]) + _rows("kd", 1.0, [14], [0.4]))
+    context = dict(domain="math", study="x", student_params_b=0.1, agreement=None, fidelity=None)
+    one_seed = one_seed.assign(teacher="t", teacher_kind="task-aware", **context)
+    write_report(one_seed, tmp_path / "one")
+    assert (
+        "One seed per setting: the tests have no replicates"
+        in (tmp_path / "one" / "report.md").read_text()
+    )
+    three = pd.DataFrame(
+        _rows("sft", None, [10, 20, 30], [0.5, 0.4, 0.3])
+        + _rows("kd", 1.0, [14, 22, 36], [0.45, 0.41, 0.2])
+    ).assign(teacher="t", teacher_kind="task-aware", **context)
+    three.loc[three["method"] == "sft", ["teacher", "teacher_kind"]] = ["", ""]
+    write_report(three, tmp_path / "three")
+    tests = pd.read_csv(tmp_path / "three" / "tests.csv")
+    paired = tests[tests["test"] == "paired_t_vs_sft"].iloc[0]
+    assert paired["n"] == 3 and paired["statistic"] == pytest.approx(4.0)
+    assert set(tests["test"]) >= {"wilcoxon_vs_sft", "mde_paired_t", "anova_method_seed"}
