@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.conventions import is_distilled  # noqa: E402
+from analysis.replicates import mean_ci  # noqa: E402
 from analysis.tables import METHOD_ORDER, teacher_accuracy  # noqa: E402
 
 FACTORS = {"temperature": "temperature T", "noise_sigma": "teacher-logit noise σ"}
@@ -64,6 +65,13 @@ def accuracy_by_method(frame: pd.DataFrame, path: Path) -> Path:
     return _save(figure, path)
 
 
+def _per_seed(rows: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Accuracy per (keys..., seed): each seed's mean over its tasks (one value when the rows
+    carry no seed)."""
+    seed = rows["seed"].astype(str) if "seed" in rows else pd.Series("", index=rows.index)
+    return rows.assign(_seed=seed).groupby([*keys, "_seed"])["accuracy"].mean()
+
+
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,8 +82,9 @@ def _save(figure, path: Path) -> Path:
 
 def accuracy_vs_factor(frame: pd.DataFrame, factor: str, path: Path) -> Path:
     """Accuracy against `factor` (T or σ) for each KD method, per student, with the student's
-    SFT accuracy and the teacher's accuracy as horizontal references. Means over seeds and
-    tasks."""
+    SFT accuracy (its 95% CI over seeds shaded) and the teacher's accuracy as horizontal
+    references. Each point: the mean over seeds of the runs' task means, with its 95% CI as an
+    error bar and one small dot per seed."""
     students_rows = frame[frame["role"] != "teacher"]
     students = (
         students_rows.groupby("student")["student_params_b"].first().sort_values(ascending=False)
@@ -87,11 +96,19 @@ def accuracy_vs_factor(frame: pd.DataFrame, factor: str, path: Path) -> Path:
     for axis, student in zip(axes[0], students.index, strict=True):
         rows = students_rows[students_rows["student"] == student]
         for method, by_method in rows[is_distilled(rows["method"])].groupby("method"):
-            curve = by_method.groupby(factor)["accuracy"].mean()
-            axis.plot(curve.index, curve.values, marker="o", label=method)
-        sft = rows[rows["method"] == "sft"]["accuracy"].mean()
+            seeds = _per_seed(by_method, [factor])
+            curve = seeds.groupby(factor).agg(lambda v: mean_ci(v))
+            x = curve.index.to_numpy(dtype=float)
+            means = [m for m, _ in curve.to_numpy()]
+            halves = [0.0 if pd.isna(h) else h for _, h in curve.to_numpy()]
+            line = axis.errorbar(x, means, yerr=halves, marker="o", capsize=3, label=method)
+            axis.scatter(seeds.index.get_level_values(factor).to_numpy(dtype=float),
+                         seeds.to_numpy(), s=9, alpha=0.5, color=line[0].get_color())  # fmt: skip
+        sft, sft_half = mean_ci(_per_seed(rows[rows["method"] == "sft"], []))
         if pd.notna(sft):
             axis.axhline(sft, color="grey", linestyle="--", label="SFT")
+            if pd.notna(sft_half):
+                axis.axhspan(sft - sft_half, sft + sft_half, color="grey", alpha=0.15)
         if pd.notna(teacher):
             axis.axhline(teacher, color="black", linestyle=":", label="teacher")
         axis.set_title(student)
