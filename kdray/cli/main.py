@@ -72,12 +72,19 @@ def _run_search(config: StudyConfig, args: argparse.Namespace):
     search = SearchConfig(
         num_samples=args.num_samples or trials,
         score_items=min(SearchConfig.score_items, config.eval.max_items),
+        search_seeds=args.search_seeds or default_search_seeds(config, args.smoke),
         confirm_seeds=args.confirm_seeds,
         **{k: v for k, v in chosen.items() if v},
     )
     for method in search.methods:  # every method the search may sample, checked at the door
         dataclasses.replace(config.kd, method=method)
     return run_search(config, search)
+
+
+def default_search_seeds(config: StudyConfig, smoke: bool) -> int:
+    """Seeds per search trial: 2 on the tiny preset, where one seed's score is mostly noise;
+    1 for --smoke (the path) and on the hub models (their cost)."""
+    return 2 if config.preset == "tiny" and not smoke else 1
 
 
 def _exit_code_of(name: str, error: Exception) -> int:

@@ -112,11 +112,18 @@ def _grid_flags(parser: OneLineParser, design: StudyDesign) -> None:
     )
     if design.search:
         parser.add_argument(
+            "--search-seeds",
+            type=int,
+            help="seeds each Optuna trial trains its setting with; its value is their mean "
+            "validation score, and ASHA stops no trial when k > 1 (default 2 on the tiny "
+            "preset, 1 with --smoke and on paper)",
+        )
+        parser.add_argument(
             "--confirm-seeds",
             type=int,
             default=1,
             help="train each student's pick again until it has N seeds and report the test "
-            "mean and sd (default 1: the search's own run only)",
+            "mean and 95%% CI (default 1: the search's own runs only)",
         )
     parser.add_argument(
         "--resume",

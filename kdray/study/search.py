@@ -78,15 +78,21 @@ class SearchConfig:
     score_items: int = 100
     """Validation items scored greedily at each progress report."""
     seed: int = 0
+    search_seeds: int = 1
+    """k: each Optuna trial trains its setting with seeds 0..k-1 (one after another in one
+    Ray Train run) and its value is their mean validation score, so the search compares
+    settings, not seeds. With k > 1 no trial is stopped early (ASHA would act on one seed's
+    partial score); with k = 1 ASHA stops the weak ones at its rungs."""
     confirm_seeds: int = 1
-    """N > 1: each student's pick is trained again with seeds 1..N-1 (test mean and sd over N
-    seeds in the table): single runs of a tiny student swing by tens of points with the seed."""
+    """N > k: each student's pick is trained again with seeds k..N-1 (test mean and 95% CI over
+    N seeds in the table): single runs of a tiny student swing by tens of points with the seed."""
 
     def __post_init__(self) -> None:
         from kdray.config.run import _check
 
         _check(self.num_samples >= 1, f"--num-samples must be >= 1, got {self.num_samples}")
         _check(self.confirm_seeds >= 1, f"--confirm-seeds must be >= 1, got {self.confirm_seeds}")
+        _check(self.search_seeds >= 1, f"--search-seeds must be >= 1, got {self.search_seeds}")
         _check(self.reports >= 1, f"reports must be >= 1, got {self.reports}")
 
 
@@ -139,13 +145,35 @@ def run_search_trial(config: dict[str, Any], study: dict[str, Any], templates: d
     cache = spec.teacher_cache
     if kd.needs_teacher_logits and choose_teacher_signal(kd, vocab).kind == "online":
         cache = None  # e.g. noise on a top-k cache: the teacher runs in the trial
-    seed = config.get("seed", spec.train.seed)  # set by a confirmation run
-    train = dataclasses.replace(spec.train, learning_rate=config["learning_rate"], seed=seed)
-    init_dir = template.get("init_dirs", {}).get(str(seed), spec.init_dir)  # its own base
-    spec = dataclasses.replace(spec, kd=kd, train=train, teacher_cache=cache, init_dir=init_dir)
+    spec = dataclasses.replace(spec, kd=kd, teacher_cache=cache)
     trial_id = tune.get_context().get_trial_id()
     label = run_label(kd, template["params"]["student"], template["teacher"], "", False)
-    label += f" lr={train.learning_rate:.2g}" + (f" seed={seed}" if "seed" in config else "")
+    label += f" lr={config['learning_rate']:.2g}"
+    key = f"search|{template['params']['student']}|{trial_id}"
+    if "seed" in config:  # a confirmation run: one seed
+        plan = _seed_plan(
+            template, spec, config, config["seed"], key, f"{label} seed={config['seed']}"
+        )
+        plan["params"]["confirms"] = config["confirms"]
+    else:  # a search trial: its setting with each search seed, in turn in one Train run
+        seeds = range(study.get("search_seeds", 1))
+        members = [_seed_plan(template, spec, config, seed, f"{key}|seed={seed}",
+                              f"{label} seed={seed}") for seed in seeds]  # fmt: skip
+        plan = members[0] if len(members) == 1 else {"key": key, "run_name": label,
+                                                      "members": members}  # fmt: skip
+        if len(members) == 1:  # one seed: the run as a search trial always was
+            plan.update(key=key, run_name=label)
+    run_trial({"plan": plan, "study": study})
+
+
+def _seed_plan(
+    template: dict, spec: RunSpec, config: dict[str, Any], seed: int, key: str, name: str
+) -> dict[str, Any]:
+    """The sampled setting's run with `seed`, from that seed's own pretrained base."""
+    train = dataclasses.replace(spec.train, learning_rate=config["learning_rate"], seed=seed)
+    init_dir = template.get("init_dirs", {}).get(str(seed), spec.init_dir)
+    seeded = dataclasses.replace(spec, train=train, init_dir=init_dir)
+    kd = seeded.kd
     params = dict(template["params"])
     params.update(
         method=kd.method,
@@ -154,18 +182,9 @@ def run_search_trial(config: dict[str, Any], study: dict[str, Any], templates: d
         ce_weight=kd.ce_weight if kd.method != "sft" else "",
         learning_rate=train.learning_rate,
         seed=seed,
-        search_trial=trial_id,
+        search_trial=tune.get_context().get_trial_id(),
     )
-    if "seed" in config:
-        params["confirms"] = config["confirms"]
-    plan = {
-        **template,
-        "key": f"search|{params['student']}|{trial_id}",
-        "run_name": label,
-        "params": params,
-        "spec": spec.to_dict(),
-    }
-    run_trial({"plan": plan, "study": study})
+    return {**template, "key": key, "run_name": name, "params": params, "spec": seeded.to_dict()}
 
 
 def search_plans(config: StudyConfig, search: SearchConfig) -> StudyConfig:
@@ -184,8 +203,8 @@ def search_plans(config: StudyConfig, search: SearchConfig) -> StudyConfig:
         methods=tuple(m for m in search.methods if m != "sft"),  # sft plans come with any study
         temperatures=(1.0,),
         noise_sigmas=(0.0,),
-        # Seed 0 searches; seeds 1..N-1 confirm the picks, each from its own pretrained base.
-        seeds=tuple(range(search.confirm_seeds)),
+        # Seeds 0..k-1 search; k..N-1 confirm the picks, each from its own pretrained base.
+        seeds=tuple(range(max(search.confirm_seeds, search.search_seeds))),
         student_train=train,
     )
 
@@ -213,7 +232,7 @@ def run_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
     study.client.set_tag(study.parent_id, "kdray.optuna_storage", storage)
     # What --resume needs to rebuild the trainable without preparing the study again.
     state = {
-        "context": study.context(),
+        "context": {**study.context(), "search_seeds": search.search_seeds},
         "templates": templates,
         "names": {s: f"{config.name}-{study.parent_id[:8]}-{s}" for s in templates},
         "optuna_storage": storage,
@@ -274,7 +293,9 @@ def _search_tuner(
         return restored
     base_lr = config.student_train.learning_rate
     concurrent = trials_in_flight(config)
-    say(f"searching {student}: {search.num_samples} trials, {in_flight_text(concurrent)}")
+    seeds = search.search_seeds
+    each = f", each the mean of seeds 0-{seeds - 1}" if seeds > 1 else " (ASHA stops weak ones)"
+    say(f"searching {student}: {search.num_samples} trials{each}, {in_flight_text(concurrent)}")
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -295,7 +316,9 @@ def _search_tuner(
                 max_t=search.reports + 1,  # never at the final report: trials end themselves
                 grace_period=1,
                 reduction_factor=2,
-            ),
+            )
+            if search.search_seeds == 1
+            else None,  # k seeds: each trial runs to its end and is judged on their mean
             num_samples=search.num_samples,
             max_concurrent_trials=concurrent,
         ),
@@ -324,14 +347,14 @@ def validation_pick(grid) -> tuple[dict[str, Any], str] | None:
 def confirm_tuner(
     config: StudyConfig, search: SearchConfig, state: dict, student: str, pick: dict, of: str
 ) -> tune.Tuner:
-    """Train `pick` again with seeds 1..confirm_seeds-1 (child runs with param `confirms` =
+    """Train `pick` again with seeds k..confirm_seeds-1 (child runs with param `confirms` =
     `of`, the trial they repeat); restored when an earlier run of it was interrupted."""
     name = f"{state['names'][student]}-confirm-{of}"
     path = Path(state["context"]["storage_path"]) / name
     trainable = _trainable(state["context"], state["templates"][student])
     if restored := restored_tuner(path, trainable):
         return restored
-    seeds = list(range(1, search.confirm_seeds))
+    seeds = list(range(search.search_seeds, search.confirm_seeds))
     say(f"confirming {student}'s pick {sample_name(pick)} with seeds {seeds}")
     return tune.Tuner(
         trainable,
@@ -373,8 +396,10 @@ def _preset_points(
 
 
 def best_settings(client, parent_id: str, storage: str, names: dict[str, str]) -> pd.DataFrame:
-    """Per student: the finished trial with the best validation score, its settings and test
-    score, how many trials ran and how many ASHA stopped."""
+    """Per student: the search trial with the best validation score (its seeds' mean), its
+    settings and test score; the test mean ± 95% CI over all its seeds (search and
+    confirmation); the runner-up trial and whether the two are distinguishable on validation
+    (Welch's t over their seeds, p < 0.05); how many trials ran and how many ASHA stopped."""
     parent = client.get_run(parent_id)
     runs = client.search_runs(
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'"
@@ -385,35 +410,76 @@ def best_settings(client, parent_id: str, storage: str, names: dict[str, str]) -
                    and "confirms" in r.data.params]  # fmt: skip
         mine = [r for r in runs if r.data.params.get("student") == student
                 and "confirms" not in r.data.params]  # fmt: skip
-        complete = [r for r in mine if "score" in r.data.metrics]
+        trials: dict[str, list] = {}
+        for run in mine:
+            trials.setdefault(run.data.params.get("search_trial", run.info.run_id), []).append(run)
+        complete = {t: rs for t, rs in trials.items() if all("score" in r.data.metrics for r in rs)}
         row: dict[str, Any] = {
             "student": student,
             "student_params_b": float(mine[0].data.params.get("student_params_b", "nan")),
-            "trials": len(mine),
-            "stopped_early": sum(STOPPED_TAG in r.data.tags for r in mine),
+            "trials": len(trials),
+            "stopped_early": sum(
+                any(STOPPED_TAG in r.data.tags for r in rs) for rs in trials.values()
+            ),  # fmt: skip
         }
-        if complete:
-            best = max(complete, key=lambda r: r.data.metrics[SEARCH_METRIC])
-            params = best.data.params
+        ranked = sorted(complete.items(), key=lambda item: -_mean_val(item[1]))
+        if ranked:
+            trial, best_runs = ranked[0]
+            params = best_runs[0].data.params
             for name in ("method", "temperature", "noise_sigma", "ce_weight", "learning_rate"):
                 row[name] = params.get(name, "")
             for name in ("beta", "on_policy_fraction"):
                 row[name] = params.get(f"config.kd.{name}", "") if params["method"] == "gkd" else ""
-            row["val_score"] = best.data.metrics[SEARCH_METRIC]
-            row["test_score"] = best.data.metrics["score"]
-            trial = params.get("search_trial")
-            scores = [row["test_score"]] + [
+            row["val_score"] = _mean_val(best_runs)
+            row["test_score"] = statistics.mean(r.data.metrics["score"] for r in best_runs)
+            scores = [r.data.metrics["score"] for r in best_runs] + [
                 r.data.metrics["score"] for r in repeats
                 if r.data.params["confirms"] == trial and "score" in r.data.metrics
             ]  # fmt: skip
             if len(scores) > 1:
-                row.update(seeds=len(scores), test_mean=statistics.mean(scores),
+                mean, half = _mean_ci(scores)
+                row.update(seeds=len(scores), test_mean=mean, test_ci=half,
                            test_sd=statistics.stdev(scores))  # fmt: skip
-            row["run_id"] = best.info.run_id
+            if len(ranked) > 1:
+                row.update(_runner_up(best_runs, ranked[1][1]))
+            row["run_id"] = best_runs[0].info.run_id
         importances = _importances(storage, names.get(student))
         row["importances"] = ", ".join(f"{k} {v:.2f}" for k, v in importances.items())
         rows.append(row)
     return pd.DataFrame(rows).sort_values("student_params_b")
+
+
+def _mean_val(runs) -> float:
+    return statistics.mean(r.data.metrics[SEARCH_METRIC] for r in runs)
+
+
+def _mean_ci(values: list[float]) -> tuple[float, float]:
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return statistics.mean(values), half
+
+
+def _runner_up(best_runs, second_runs) -> dict[str, Any]:
+    """The second-best trial's setting and validation mean, and whether it is told apart
+    from the pick: Welch's t-test on the two trials' per-seed validation scores."""
+    from scipy import stats
+
+    params = second_runs[0].data.params
+    sample = {k: params.get(k) for k in ("method", "temperature", "noise_sigma", "ce_weight")}
+    sample = {k: float(v) if k != "method" else v for k, v in sample.items() if v not in ("", None)}
+    sample["learning_rate"] = float(params["learning_rate"])
+    best = [r.data.metrics[SEARCH_METRIC] for r in best_runs]
+    second = [r.data.metrics[SEARCH_METRIC] for r in second_runs]
+    p = float("nan")
+    if len(best) > 1 and len(second) > 1 and statistics.stdev(best + second) > 0:
+        p = float(stats.ttest_ind(best, second, equal_var=False).pvalue)
+    return {
+        "runner_up": sample_name(sample),
+        "runner_up_val": statistics.mean(second),
+        "vs_runner_up_p": p,
+        "distinguishable": "yes" if p < 0.05 else ("no" if p == p else "one seed each"),
+    }
 
 
 def _importances(storage: str, study_name: str | None) -> dict[str, float]:
@@ -491,11 +557,12 @@ def _search_students(
         if stopped_early(client, parent_id, grid, state["num_samples"]):
             return _interrupted(config, client, tracking_uri, parent_id)
         pick = validation_pick(grid)
-        if search.confirm_seeds > 1 and pick:
+        if search.confirm_seeds > search.search_seeds and pick:
             confirmed = confirm_tuner(config, search, state, student, *pick).fit()
             if outage.happened():
                 raise outage.stopped()
             failed += confirmed.num_errors
-            if stopped_early(client, parent_id, confirmed, search.confirm_seeds - 1):
+            confirms = search.confirm_seeds - search.search_seeds
+            if stopped_early(client, parent_id, confirmed, confirms):
                 return _interrupted(config, client, tracking_uri, parent_id)
     return _summarise(config, client, tracking_uri, parent_id, state, failed)

@@ -78,3 +78,37 @@ def test_optimal_smoke_searches_resumes_and_reports_best_settings(tmp_path, shar
     with sqlite3.connect(tmp_path / "optuna.db") as db:
         (count,) = db.execute("select count(*) from trials").fetchone()
     assert count == 3
+
+
+@pytest.mark.slow  # ~3 min: 2 trials x 2 seeds and a confirmation
+def test_a_search_trial_is_the_mean_of_its_seeds(tmp_path, shared_cache):
+    flags = ["--smoke", "--cache-dir", str(shared_cache), "--students", "tiny-qwen2-s",
+             "--num-samples", "2", "--search-seeds", "2", "--confirm-seeds", "3",
+             "--max-concurrent", "1"]  # fmt: skip
+    result = run_study_script(*flags, cwd=tmp_path, script="optimal")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "each the mean of seeds 0-1" in result.stdout
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("kdray-optimal-smoke")
+    runs = client.search_runs([experiment.experiment_id], "tags.`kdray.role` = 'trial'")
+    searched = [r for r in runs if "confirms" not in r.data.params]
+    confirmations = [r for r in runs if "confirms" in r.data.params]
+    assert len(searched) == 4 and len(confirmations) == 1  # seeds 0, 1 per trial; then seed 2
+    assert {r.info.status for r in runs} == {"FINISHED"}  # no ASHA stops with 2 seeds
+    by_trial = {}
+    for run in searched:
+        by_trial.setdefault(run.data.params["search_trial"], []).append(run)
+    assert all(sorted(r.data.params["seed"] for r in rs) == ["0", "1"] for rs in by_trial.values())
+    assert confirmations[0].data.params["seed"] == "2"
+
+    # Optuna's value of each trial is its two seeds' mean validation score.
+    means = sorted(sum(r.data.metrics["val_score"] for r in rs) / 2 for rs in by_trial.values())
+    with sqlite3.connect(tmp_path / "optuna.db") as db:
+        values = sorted(v for (v,) in db.execute("select value from trial_values"))
+    assert values == pytest.approx(means)
+
+    (row,) = csv.DictReader(open(tmp_path / "results" / "optimal-smoke" / "best_settings.csv"))
+    assert row["trials"] == "2" and row["stopped_early"] == "0" and row["seeds"] == "3"
+    assert float(row["val_score"]) == pytest.approx(max(means))
+    assert row["runner_up"] and row["distinguishable"] in ("yes", "no")
