@@ -17,7 +17,7 @@ from kdray.errors import ConfigError
 from kdray.study.config import StudyConfig
 from kdray.study.designs import DESIGNS, StudyDesign
 from kdray.study.presets import PRESETS
-from kdray.tracking.stores import sqlite_path
+from kdray.tracking.stores import sqlite_path, store_problem
 
 
 def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConfig:
@@ -67,6 +67,7 @@ def _grid_flags(args: argparse.Namespace) -> dict[str, Any]:
         "resume": args.resume or None,
         "max_concurrent": args.max_concurrent,
         "seeds_share_run": False if args.run_per_seed else None,
+        "system_metrics_seconds": args.system_metrics_seconds,
         "tracking_uri": args.tracking_uri,
         "tracking_wait": args.tracking_wait,
         "experiment": args.experiment,
@@ -151,6 +152,8 @@ def check_folders(config: StudyConfig) -> None:
     check_writable(config.cache_root(), "pass --cache-dir DIR (or set KDRAY_CACHE)")
     check_writable(Path(config.results_dir), "pass --results-dir DIR")
     uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if uri and "://" in uri and (problem := store_problem(uri)):
+        raise ConfigError(problem)
     if store := sqlite_path(uri):
         check_writable(store.parent, "pass --tracking-uri sqlite:///DIR/mlflow.db")
 
@@ -159,8 +162,11 @@ def check_writable(folder: Path, fix: str) -> None:
     """The folder exists and is writable, or can be created: the nearest existing ancestor is
     a writable folder. Checked before anything runs; creates nothing."""
     existing = folder.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+    except OSError as error:  # e.g. a name too long for the file system
+        raise ConfigError(f"{folder} cannot be a folder ({error.strerror}): {fix}") from None
     if not existing.is_dir():
         raise ConfigError(f"{folder} cannot be a folder ({existing} is a file): {fix}")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -199,6 +199,12 @@ def _training_flags(parser: OneLineParser) -> None:
     )
     parser.add_argument("--max-concurrent", type=int, help="trials in flight (default: what fits)")
     parser.add_argument(
+        "--system-metrics-seconds",
+        type=float,
+        help="each trial's CPU, memory and GPU use sampled into its MLflow run every S seconds "
+        "(default 2; 0: off)",
+    )
+    parser.add_argument(
         "--run-per-seed",
         action="store_true",
         help="a Ray Train run per seed (default: a setting's seeds share one, trained in turn, "

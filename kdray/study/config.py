@@ -4,6 +4,7 @@ Kept free of Ray and MLflow imports so the command line answers bad input at onc
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,6 +84,9 @@ class StudyConfig:
     """Worlds, teachers and Ray results; default KDRAY_CACHE or ~/.cache/kdray."""
     max_concurrent: int | None = None
     """Trials in flight; default what the cluster's CPUs (or GPUs) can run at once."""
+    system_metrics_seconds: float = 2.0
+    """Each trial's system metrics (CPU, memory, GPU) sampled every this many seconds into its
+    MLflow run; 0: off. Short, since tiny trials last about a minute."""
     results_dir: str = "results"
     """Where the results table and figure are written (also logged to MLflow)."""
 
@@ -91,6 +95,32 @@ class StudyConfig:
             self.tracking_wait >= 0,
             f"--tracking-wait must be >= 0 seconds, got {self.tracking_wait:g}",
         )
+        _check(
+            math.isfinite(self.system_metrics_seconds) and self.system_metrics_seconds >= 0,
+            f"--system-metrics-seconds must be >= 0 (0: off), got {self.system_metrics_seconds:g}",
+        )
+        _check(
+            self.max_concurrent is None or self.max_concurrent >= 1,
+            f"--max-concurrent must be >= 1, got {self.max_concurrent}",
+        )
+        _check(
+            self.experiment is None or self.experiment.strip() != "",
+            "--experiment is empty: give the MLflow experiment a name, or omit the flag for "
+            f"kdray-{self.name}",
+        )
+        for flag, values in (
+            ("--temperatures", self.temperatures), ("--noise-sigmas", self.noise_sigmas),
+            ("--seeds", self.seeds), ("--methods", self.methods), ("--students", self.students),
+        ):  # fmt: skip
+            twice = sorted({v for v in values if list(values).count(v) > 1}, key=str)
+            shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in twice)
+            _check(
+                not twice,
+                f"{flag} lists {shown} more than once: give each value once (each setting runs "
+                "once per seed)",
+            )
+        for seed in self.seeds:
+            _check(0 <= seed < 2**32, f"seed {seed} is out of range: seeds are 0 to 2**32 - 1")
         check_domain(self.domain)
         _check(self.zoo in ZOOS, f"unknown zoo {self.zoo!r}: choose tiny or hub")
         families = (*FAMILIES, "all") if self.zoo == "hub" else FAMILIES

@@ -29,6 +29,7 @@ from kdray.study.teachers import (
     teacher_folder,
 )
 from kdray.study.trials import trial_plans
+from kdray.tracking.datasets import log_splits
 from kdray.tracking.runs import (
     RUN_NAME_TAG,
     RunLogger,
@@ -85,6 +86,7 @@ def prepare_study(config: StudyConfig) -> PreparedStudy:
     parent_id = open_parent_run(client, experiment_id, config, tags)
     parent_log = RunLogger(tracking_uri, parent_id)
     parent_log.log_params(parent_params(config, world, notes))
+    log_splits(client, parent_id, str(world.data_dir), world.root.name)  # the study's data
     say(f"MLflow: {tracking_uri}, experiment {config.experiment_name!r}, parent run {parent_id}")
     try:
         connect_ray()

@@ -62,6 +62,7 @@ def trial_plan(
             kd,
             config.eval,
             init_dir=init_dir(config, world, student, seed, teacher=False),
+            system_metrics_seconds=config.system_metrics_seconds,
         ),  # fmt: skip
     }
 

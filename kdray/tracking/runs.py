@@ -69,14 +69,29 @@ def artifact_root_for(uri: str) -> str | None:
     return None
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT = "custom_model_development"
+"""MLflow 3's UI opens an experiment without this tag on its GenAI (traces) view; with it, on
+the training runs."""
+
+
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """The experiment's id, created if needed, tagged as a model-training experiment."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=_experiment_artifacts(uri, name))
+        return client.create_experiment(
+            name,
+            artifact_location=_experiment_artifacts(uri, name),
+            tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT},
+        )
     if experiment.lifecycle_stage == "deleted":
         raise KdrayError(
             f"MLflow experiment {name!r} is deleted: restore it in the UI or pass "
             "--experiment with another name"
+        )
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an earlier kdray or by hand
+        client.set_experiment_tag(
+            experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT
         )
     return experiment.experiment_id
 

@@ -88,6 +88,30 @@ def restore_finished(checkpoint, done: Path) -> set[int]:
 def train_run(config: dict[str, Any], output: Path) -> None:
     """One run (`config` is its RunSpec.to_dict()), its outputs written to `output`."""
     worker = setup_worker(config, output.parent)
+    monitor = system_metrics(worker)
+    try:
+        _train_run(worker, config, output)
+    finally:
+        if monitor:
+            monitor.finish()
+
+
+def system_metrics(worker: Worker):
+    """(rank 0, when the run asks for it) MLflow's system-metrics sampler on the run, started."""
+    spec = worker.spec
+    if worker.rank != 0 or not worker.logger or spec.system_metrics_seconds <= 0:
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(
+        spec.run_id, sampling_interval=spec.system_metrics_seconds,
+        tracking_uri=spec.tracking_uri, resume_logging=True,
+    )  # fmt: skip
+    monitor.start()
+    return monitor
+
+
+def _train_run(worker: Worker, config: dict[str, Any], output: Path) -> None:
     progress = restore(worker, config)
     clock = StepClock(progress.train_seconds)
     failure = train_steps(worker, progress, clock)

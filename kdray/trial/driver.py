@@ -20,6 +20,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from kdray.config.run import flatten
 from kdray.config.run_spec import RunSpec
 from kdray.errors import TrackingUnreachableError
+from kdray.tracking.datasets import log_splits
 from kdray.tracking.outage import StudyOutage, UnsentOps, bound_http_retries, wait_for_tracking
 from kdray.tracking.runs import (
     PARENT_TAG,
@@ -219,6 +220,12 @@ def _mark_failed(client: MlflowClient, logger: RunLogger, reason: str) -> None:
 
 
 def _log_config(logger: RunLogger, plan: dict[str, Any], spec: RunSpec) -> None:
+    """The run's params (tidy schema, resolved config, versions), its config.json, and the
+    data it reads as MLflow datasets."""
+    log_splits(
+        MlflowClient(spec.tracking_uri), logger.run_id, spec.data_dir,
+        Path(spec.data_dir).parent.name, spec.train.train_examples, spec.eval.max_items,
+    )  # fmt: skip
     logger.log_params(
         {
             **plan["params"],

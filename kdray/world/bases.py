@@ -3,7 +3,7 @@ text (kdray.world.pretraining) from a seeded random initialisation, saved as a m
 cached by the content hash of what produced it (world, model, seed, recipe).
 
 The default study's bases also ship with the package (`packaged_bases/`, 3 MB, written by
-`python -m kdray.study.package_bases`): a base the cache lacks is copied from there when the
+`python -m kdray.cli.package_bases`): a base the cache lacks is copied from there when the
 package has it for the same world, tokenizer included (its SHA-256), and its files match their
 checksums; any other base is pretrained."""
 

@@ -93,6 +93,30 @@ BAD_INPUT = [
         _file("afile", ""),
     ),  # fmt: skip
     (["--resume"], "no unfinished run of study 'temperature'", None),
+    # The tracking store, checked before anything opens it
+    (
+        ["--tracking-uri", "sqlite:///{tmp}/notes.txt"],
+        "is not a SQLite database",
+        _file("notes.txt", "hello"),
+    ),  # fmt: skip
+    (["--tracking-uri", "sqlite:///{tmp}"], "is a folder, not a SQLite file", None),
+    (["--tracking-uri", "sqlite:///"], "names no file (an in-memory store", None),
+    (["--tracking-uri", "ftp://host/store"], "unsupported scheme 'ftp'", None),
+    (
+        ["--tracking-uri", "sqlite:///{tmp}/" + "a" * 300 + "/mlflow.db"],
+        "File name too long",
+        None,
+    ),  # fmt: skip
+    (["--cache-dir", "{tmp}/" + "a" * 300], "File name too long", None),
+    # Flags with values that cannot be right
+    (["--max-concurrent", "0"], "--max-concurrent must be >= 1", None),
+    (["--max-concurrent", "-2"], "--max-concurrent must be >= 1", None),
+    (["--experiment", ""], "--experiment is empty", None),
+    (["--temperatures", "1,2,1"], "--temperatures lists 1 more than once", None),
+    (["--seeds", "0,1,0"], "--seeds lists 0 more than once", None),
+    (["--methods", "kd,revkd,kd"], "--methods lists kd more than once", None),
+    (["--seeds", "4294967296"], "seed 4294967296 is out of range", None),
+    (["--system-metrics-seconds", "-1"], "--system-metrics-seconds must be >= 0", None),
     # Config files
     (
         ["--config", "{tmp}/c.yaml"],

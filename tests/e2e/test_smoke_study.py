@@ -55,6 +55,9 @@ def test_one_parent_and_exactly_one_child_run_per_trial(smoke):
     assert parent.data.metrics["trials"] == SMOKE_TRIALS
     methods = sorted(r.data.params["method"] for r in children)
     assert methods == ["kd", "kd", "revkd", "revkd", "sft", "sft"]
+    # MLflow 3's UI opens a model-training experiment on its runs, not on the GenAI view.
+    experiment = client.get_experiment_by_name("kdray-temperature-smoke")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_child_runs_hold_config_curve_metrics_versions_and_predictions(smoke, tmp_path):
@@ -73,6 +76,10 @@ def test_child_runs_hold_config_curve_metrics_versions_and_predictions(smoke, tm
     assert metrics["nll"] > 0 and metrics["val_nll"] > 0 and metrics["kl_teacher_student"] >= 0
     assert 0.0 <= metrics["answer_token_accuracy"] <= 100.0
     assert "/bases/tiny-qwen2-" in params["config.init_dir"]  # from its pretrained base
+    for run in runs:  # every trial samples its CPU and memory use (MLflow system metrics)
+        if run.data.tags.get("kdray.role") == "trial":
+            system = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+            assert system and all(0 <= point.value <= 100 * 64 for point in system)
     tasks = params["tasks"].split(",")
     assert tasks == ["arith-1step", "arith-2step", "arith-3step"]
     assert {f"score/{task}" for task in tasks} <= set(kd_run.data.metrics)

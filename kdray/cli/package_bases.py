@@ -1,7 +1,7 @@
 """Write the default study's pretrained bases into the package, where a fresh cache takes them
 from instead of pretraining (kdray.world.bases):
 
-    python -m kdray.study.package_bases [--cache-dir DIR]
+    python -m kdray.cli.package_bases [--cache-dir DIR]
 
 It builds (or reuses from the cache) the world and the bases of `studies/temperature.py`'s
 default configuration, pretraining any that are missing one after another in this process,
@@ -31,7 +31,7 @@ from kdray.world.bases import (
 )
 from kdray.world.build import build_world
 
-COMMAND = "python -m kdray.study.package_bases"
+COMMAND = "python -m kdray.cli.package_bases"
 SKIPPED = (".complete", ".checksums.json", "*.lock")
 
 
