@@ -3,11 +3,10 @@ results summary, from MLflow or from a CSV in the tidy schema."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from kdray.errors import KdrayError
+from kdray.errors import KdrayError, OneLineParser
 
 
 def _report_parser(commands) -> None:
@@ -40,6 +39,27 @@ def _report_parser(commands) -> None:
                              help="noisier rows are ablations (0)")  # fmt: skip
 
 
+def check_conventions(args) -> None:
+    """The conventions' flags name things the schema knows, before anything is read."""
+    import math
+
+    from analysis.conventions import REFERENCE_METHODS
+    from kdray.config.run import METHODS, TEACHER_KINDS
+
+    if args.baseline_method not in METHODS or args.baseline_method in REFERENCE_METHODS:
+        raise KdrayError(
+            f"--baseline-method {args.baseline_method!r} is not a method: choose one of "
+            f"{', '.join(METHODS)} (sft, the study's baseline, by default)"
+        )
+    if args.main_teacher_kind not in TEACHER_KINDS:
+        raise KdrayError(
+            f"--main-teacher-kind {args.main_teacher_kind!r} is unknown: choose one of "
+            f"{', '.join(TEACHER_KINDS)}"
+        )
+    if not math.isfinite(args.max_noise_sigma) or args.max_noise_sigma < 0:
+        raise KdrayError(f"--max-noise-sigma must be a number >= 0, got {args.max_noise_sigma:g}")
+
+
 def report_main(args) -> int:
     from analysis.conventions import Conventions
     from analysis.loader import (
@@ -50,6 +70,7 @@ def report_main(args) -> int:
     from analysis.study_report import write_report
     from kdray.tracking.runs import RunLogger, resolve_tracking_uri
 
+    check_conventions(args)
     conventions = Conventions(
         baseline_method=args.baseline_method,
         average_task=None if args.no_average else "Average",
@@ -76,8 +97,8 @@ def report_main(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="python -m analysis")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _report_parser(commands)
     summary = commands.add_parser("summary", help="results table and figure of one study run")
     summary.add_argument("--parent-run", required=True, help="the study's MLflow parent run id")

@@ -197,6 +197,7 @@ def read_results_csv(path: Path) -> pd.DataFrame:
         )
     if frame.empty:
         raise KdrayError(f"{path} has a header but no rows: nothing to analyse")
+    _check_values(frame, path)
     known = [*REFERENCE_METHODS, *METHODS]
     if unknown := sorted(set(frame["method"].astype(str)) - set(known)):
         raise KdrayError(
@@ -209,6 +210,51 @@ def read_results_csv(path: Path) -> pd.DataFrame:
     if "role" not in frame.columns:
         frame["role"] = "student"
     return _typed(frame)
+
+
+PERCENT_COLUMNS = ("accuracy", "agreement", "fidelity", "answer_token_accuracy")
+POSITIVE_COLUMNS = ("temperature",)
+NON_NEGATIVE_COLUMNS = ("noise_sigma", "student_params_b", "teacher_params_b", "nll",
+                        "kl_teacher_student")  # fmt: skip
+
+
+def _check_values(frame: pd.DataFrame, path: Path) -> None:
+    """Every value where the schema expects one: numbers in numeric columns (a blank is
+    missing, a word is an error), percentages in 0-100, T > 0, σ and sizes >= 0, an accuracy in
+    every row, known teacher kinds. The first bad cell is named by file, row (as a spreadsheet
+    counts, the header is row 1) and column."""
+
+    def refuse(index, column: str, problem: str) -> None:
+        raise KdrayError(f"{path}, row {index + 2}, column {column}: {problem}")
+
+    for column in NUMERIC_COLUMNS:
+        if column not in frame:
+            continue
+        raw = frame[column]
+        given = raw.notna() & (raw.astype(str).str.strip() != "")
+        numbers = pd.to_numeric(raw.where(given), errors="coerce")
+        if (bad := given & numbers.isna()).any():
+            index = bad.idxmax()
+            refuse(index, column, f"{raw[index]!r} is not a number")
+        if (bad := numbers.isin([float("inf"), float("-inf")])).any():
+            refuse(bad.idxmax(), column, "is infinite")
+        if column in PERCENT_COLUMNS and (bad := (numbers < 0) | (numbers > 100)).any():
+            index = bad.idxmax()
+            refuse(index, column, f"{numbers[index]:g} is outside 0-100 (a percentage)")
+        if column in POSITIVE_COLUMNS and (bad := numbers <= 0).any():
+            index = bad.idxmax()
+            refuse(index, column, f"{numbers[index]:g} must be > 0")
+        if column in NON_NEGATIVE_COLUMNS and (bad := numbers < 0).any():
+            index = bad.idxmax()
+            refuse(index, column, f"{numbers[index]:g} must be >= 0")
+        if column == "accuracy" and (missing := ~given).any():
+            refuse(missing.idxmax(), column, "is empty: every row needs its score")
+    if "teacher_kind" in frame:
+        kinds = frame["teacher_kind"].fillna("").astype(str)
+        if (bad := ~kinds.isin(["", *TEACHER_KINDS])).any():
+            index = bad.idxmax()
+            refuse(index, "teacher_kind", f"unknown kind {kinds[index]!r}: the schema knows "
+                   f"{', '.join(TEACHER_KINDS)} (or empty)")  # fmt: skip
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

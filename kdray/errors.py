@@ -1,4 +1,7 @@
-"""User-facing errors: each message is one line saying what is wrong and how to fix it."""
+"""User-facing errors: each message is one line saying what is wrong and how to fix it; the
+commands' argument parser, whose usage errors are one line too."""
+
+import argparse
 
 
 class KdrayError(Exception):
@@ -15,3 +18,14 @@ class LossShapeError(KdrayError, ValueError):
 
 class TrackingUnreachableError(KdrayError):
     """The MLflow tracking server did not answer; what the study did is kept for --resume."""
+
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for kdray's commands: a usage error is one line on stderr and exit code 2, not
+    the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")

@@ -97,3 +97,67 @@ def test_an_unknown_method_is_a_one_line_error_with_exit_2(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown method 'distill'" in lines[0] and "base" in lines[0]
     assert not out.exists()  # nothing half-written
+
+
+def _with(row: int, column: str, value):
+    def change(rows: list[list]) -> list[list]:
+        rows[row][COLUMNS.index(column)] = value
+        return rows
+
+    return change
+
+
+BAD_VALUES = [
+    # (what to change, the message's key words); rows count as a spreadsheet does
+    (_with(3, "accuracy", "high"), "row 5, column accuracy: 'high' is not a number"),
+    (_with(4, "accuracy", 250), "row 6, column accuracy: 250 is outside 0-100"),
+    (_with(4, "accuracy", -5), "row 6, column accuracy: -5 is outside 0-100"),
+    (_with(5, "accuracy", ""), "row 7, column accuracy: is empty"),
+    (_with(9, "temperature", "hot"), "row 11, column temperature: 'hot' is not a number"),
+    (_with(9, "temperature", 0), "row 11, column temperature: 0 must be > 0"),
+    (_with(9, "noise_sigma", -1), "row 11, column noise_sigma: -1 must be >= 0"),
+    (_with(9, "teacher_kind", "clever"), "row 11, column teacher_kind: unknown kind 'clever'"),
+    (_with(9, "method", "distill"), "unknown method 'distill'"),
+]
+BAD_FLAGS = [
+    (["--baseline-method", "base"], "--baseline-method 'base' is not a method"),
+    (["--main-teacher-kind", "clever"], "--main-teacher-kind 'clever' is unknown"),
+    (["--max-noise-sigma", "-1"], "--max-noise-sigma must be a number >= 0"),
+    (["--max-noise-sigma", "nan"], "--max-noise-sigma must be a number >= 0"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_VALUES)
+def test_bad_values_are_named_by_row_and_column_and_nothing_is_written(
+    change, message, tmp_path, capsys
+):
+    from analysis.__main__ import main
+
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame(change(full_layout()), columns=COLUMNS).to_csv(bad, index=False)
+    out = tmp_path / "out"
+    assert main(["report", "--results", str(bad), "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(bad) in lines[0], lines
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), BAD_FLAGS)
+def test_bad_convention_flags_are_refused(flags, message, full_csv, tmp_path, capsys):
+    from analysis.__main__ import main
+
+    out = tmp_path / "out"
+    assert main(["report", "--results", str(full_csv), "--out", str(out), *flags]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not out.exists()
+
+
+def test_a_missing_flag_is_one_line(capsys):
+    from analysis.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--results", "x.csv"])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--out" in lines[0]
