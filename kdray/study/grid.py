@@ -31,7 +31,7 @@ from kdray.study.runtime import (
     stopped_early,
     trials_in_flight,
 )
-from kdray.study.trials import seed_groups
+from kdray.study.trials import longest_first, seed_groups
 from kdray.tracking.outage import StudyOutage, bound_http_retries
 from kdray.tracking.runs import (
     RunLogger,
@@ -50,13 +50,15 @@ def run_study(config: StudyConfig) -> StudyOutcome:
     plans = study.plans
     try:
         concurrent = trials_in_flight(config, max(p["spec"]["train"]["num_workers"] for p in plans))
-        trials = seed_groups(plans) if config.seeds_share_run else plans
+        trials = longest_first(seed_groups(plans) if config.seeds_share_run else plans)
         say(f"running {len(plans)} trials{_grouping(plans, trials)}, {in_flight_text(concurrent)}")
         name = f"{config.name}-{study.parent_id[:8]}"
         tuner = tune.Tuner(
             tune.with_resources(run_trial, driver_resources()),
             param_space={"plan": tune.grid_search(trials), "study": study.context()},
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
+            # A finished trial's driver process takes the next trial: no new process, no
+            # second import of torch, transformers and MLflow per trial.
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=str(study.storage),

@@ -93,6 +93,20 @@ def seed_groups(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return groups
 
 
+def longest_first(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Tune trials in order of their expected work, largest first (student size x steps x
+    runs; the grid's order among equals), so the last trials to start are short ones and no
+    slot idles long while one long trial finishes."""
+
+    def work(trial: dict[str, Any]) -> float:
+        members = trial.get("members", [trial])
+        spec = members[0]["spec"]
+        steps = spec["train"]["steps"] if isinstance(spec, dict) else spec.train.steps
+        return float(members[0]["params"]["student_params_b"]) * (steps or 1) * len(members)
+
+    return sorted(trials, key=lambda trial: -work(trial))
+
+
 def trial_key(teacher: str | None, student: str, seed: int, kd: KDConfig, teacher_kind: str) -> str:
     """The trial's identity in a study (what --resume and the outage delivery match on)."""
     pair = f"{teacher}>{student}" if teacher else student

@@ -11,7 +11,7 @@ from kdray.cli.main import study_main
 from kdray.study import runtime as study_runtime
 from kdray.study.designs import DESIGNS
 from kdray.study.plan import plan_pairs
-from kdray.study.trials import run_label, seed_groups, trial_plans
+from kdray.study.trials import longest_first, run_label, seed_groups, trial_plans
 
 
 class StubWorld:
@@ -111,6 +111,9 @@ def test_a_settings_seeds_share_one_tune_trial(tiny_world_stub):
     assert len({g["key"] for g in groups}) == 8
     single = trial_plans(config_from_flags("temperature", ["--seeds", "7"]), tiny_world_stub)
     assert seed_groups(single) == single  # one seed: the plans as they are
+    # The larger student's settings start first, so the grid does not end on one long trial.
+    ordered = [g["members"][0]["params"]["student"] for g in longest_first(groups)]
+    assert ordered == ["tiny-qwen2-s"] * 4 + ["tiny-qwen2-xs"] * 4
 
 
 def test_run_per_seed_flag_keeps_a_train_run_per_seed():
