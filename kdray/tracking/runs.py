@@ -31,6 +31,7 @@ PINNED_PACKAGES = (
     "optuna",
     "sacrebleu",
     "scipy",
+    "statsmodels",
     "pandas",
 )
 _MAX_PARAM_LENGTH = 6000

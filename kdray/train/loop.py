@@ -93,7 +93,17 @@ def train_run(config: dict[str, Any], output: Path) -> None:
         _train_run(worker, config, output)
     finally:
         if monitor:
-            monitor.finish()
+            finish_system_metrics(monitor)
+
+
+def finish_system_metrics(monitor) -> None:
+    """Stop the sampler; a run shorter than one sampling interval still gets one sample (the
+    sampler publishes only after a full interval)."""
+    monitor.finish()
+    if monitor._logging_step == 0:
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
 
 
 def system_metrics(worker: Worker):
