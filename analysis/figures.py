@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.conventions import is_distilled  # noqa: E402
-from analysis.replicates import mean_ci  # noqa: E402
 from analysis.tables import METHOD_ORDER, teacher_accuracy  # noqa: E402
+from analysis.uncertainty import mean_ci  # noqa: E402
 
 FACTORS = {"temperature": "temperature T", "noise_sigma": "teacher-logit noise σ"}
 
@@ -30,7 +30,8 @@ def study_figure(frame: pd.DataFrame, out_dir: Path) -> Path:
 
 def accuracy_by_method(frame: pd.DataFrame, path: Path) -> Path:
     """Bars per method (and teacher kind, when the study compares kinds), per student, with
-    the teacher's accuracy as a reference. Means over seeds, settings and tasks."""
+    the teacher's accuracy as a reference. A bar: the mean over seeds (each seed's mean over
+    settings and tasks) with its 95% CI as an error bar, and one small dot per seed."""
     students_rows = frame[frame["role"] != "teacher"]
     students = (
         students_rows.groupby("student")["student_params_b"].first().sort_values(ascending=False)
@@ -49,12 +50,17 @@ def accuracy_by_method(frame: pd.DataFrame, path: Path) -> Path:
     for axis, student in zip(axes[0], students.index, strict=True):
         rows = students_rows[students_rows["student"] == student]
         label = rows["method"] + (" " + rows["teacher_kind"].fillna("") if kinds else "")
-        bars = rows.assign(label=label.str.strip()).groupby("label")["accuracy"].mean()
-        bars = bars.reindex(
-            sorted(bars.index, key=lambda b: (METHOD_ORDER.get(b.split()[0], 99), b))
-        )
-        axis.bar(range(len(bars)), bars.values, color="tab:blue")
-        axis.set_xticks(range(len(bars)), bars.index, rotation=45, ha="right", fontsize="small")
+        seeds = _per_seed(rows.assign(label=label.str.strip()), ["label"])
+        labels = sorted(seeds.index.unique("label"),
+                        key=lambda b: (METHOD_ORDER.get(b.split()[0], 99), b))  # fmt: skip
+        bars = [mean_ci(seeds.loc[b]) for b in labels]
+        halves = [0.0 if pd.isna(half) else half for _, half in bars]
+        axis.bar(range(len(bars)), [m for m, _ in bars], yerr=halves, capsize=3,
+                 color="tab:blue", alpha=0.8)  # fmt: skip
+        for x, b in enumerate(labels):
+            axis.scatter([x] * len(seeds.loc[b]), seeds.loc[b], s=9, color="black", alpha=0.6,
+                         zorder=3)  # fmt: skip
+        axis.set_xticks(range(len(bars)), labels, rotation=45, ha="right", fontsize="small")
         for (kind, value), style in zip(teacher_lines.items(), (":", "-."), strict=False):
             axis.axhline(value, color="black", linestyle=style, label=kind)
         if teacher_lines:
@@ -129,33 +135,38 @@ def _methods(observations: pd.DataFrame) -> list[str]:
 
 def improvement_by_method(observations: pd.DataFrame, task: str, path: Path) -> Path:
     """One message: does each KD method beat SFT? Every (teacher, student) pair's improvement
-    as a dot, the method's mean as a bar, zero marked."""
+    as a dot, the method's mean as a bar with its 95% CI over the pairs, zero marked."""
     rows = observations[observations["task"] == task]
     methods = _methods(rows)
     figure, axis = plt.subplots(figsize=(1.1 * len(methods) + 2.4, 3.4))
+    shown = [0.0]  # every value and interval end drawn, for the axis limits
     for x, method in enumerate(methods):
         values = rows[rows["method"] == method]["improvement"].dropna()
         colour = METHOD_COLOURS.get(method, "tab:gray")
-        axis.bar(x, values.mean(), color=colour, alpha=0.35, width=0.6)
+        mean, half = mean_ci(values)
+        half = 0.0 if pd.isna(half) else half
+        axis.bar(x, mean, yerr=half, capsize=3, color=colour, alpha=0.35, width=0.6)
         spread = [x + 0.18 * ((i % 5) - 2) / 2 for i in range(len(values))]
         axis.scatter(spread, values, color=colour, s=18, zorder=3)
+        shown += [*values, mean - half, mean + half] if len(values) else []
     axis.axhline(0, color="black", linewidth=0.8)
-    values = rows["improvement"].dropna()
-    low, high = min(0.0, values.min()), max(0.0, values.max())
+    low, high = min(shown), max(shown)
     pad = 0.1 * ((high - low) or 1.0)
     axis.set_ylim(low - pad, high + pad)  # dots at zero stay visible above the bars' floor
     axis.set_xticks(range(len(methods)), methods)
     axis.set_ylabel(f"improvement over SFT\n({task}, points)")
-    axis.set_title("KD vs SFT per method\n(bar: mean; dot: one teacher-student pair)", fontsize=10)
+    axis.set_title("KD vs SFT per method\n(bar: mean, 95% CI; dot: one teacher-student pair)",
+                   fontsize=10)  # fmt: skip
     axis.grid(alpha=0.3, axis="y")
     return _save(figure, path)
 
 
 def improvement_vs(
-    observations: pd.DataFrame, variable: str, label: str, task: str, path: Path, rho: float
-) -> Path:
+    observations: pd.DataFrame, variable: str, label: str, task: str, path: Path, rho: float,
+    ci: tuple[float, float] = (float("nan"), float("nan")),
+) -> Path:  # fmt: skip
     """One message: how improvement moves with `variable` (student size, teacher accuracy),
-    one colour per method, Spearman's rho over all methods in the title."""
+    one colour per method, Spearman's rho over all methods and its 95% CI in the title."""
     rows = observations[observations["task"] == task].dropna(subset=[variable, "improvement"])
     figure, axis = plt.subplots(figsize=(5.2, 3.6))
     for method in _methods(rows):
@@ -172,6 +183,8 @@ def improvement_vs(
     axis.set_xlabel(label)
     axis.set_ylabel(f"improvement over SFT ({task}, points)")
     shown = "n/a" if pd.isna(rho) else f"{rho:.2f}"
+    if not pd.isna(rho) and not pd.isna(ci[0]):
+        shown += f", 95% CI [{ci[0]:.2f}, {ci[1]:.2f}]"
     axis.set_title(f"Improvement over SFT vs {label.split(' (')[0]}\n(Spearman ρ = {shown}, "
                    "all methods)", fontsize=10)  # fmt: skip
     axis.legend(fontsize="small", loc="best")

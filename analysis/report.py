@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
 from analysis.figures import study_figure
 from analysis.loader import load_mlflow_results
 from analysis.replicates import replicates_markdown, replicates_table
@@ -72,11 +74,18 @@ def write_study_summary(tracking_uri: str, parent_run_id: str, out_dir: Path) ->
 
 
 def browse_hint(tracking_uri: str, parent_run_id: str) -> str:
-    if tracking_uri.startswith(("http://", "https://")):
-        where = f"open {tracking_uri}"
+    """Where to see the runs. MLflow 3.17's UI opens an experiment on its GenAI view whatever
+    the experiment's kind tag says, so the link asks for the runs (training) view itself."""
+    experiment_id = MlflowClient(tracking_uri).get_run(parent_run_id).info.experiment_id
+    server = tracking_uri if tracking_uri.startswith(("http://", "https://")) else None
+    page = f"{(server or 'http://127.0.0.1:5000').rstrip('/')}/"
+    if experiment_id:
+        page += f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if server:
+        where = f"open {page}"
     else:
         where = (
             f"run `mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000` "
-            "and open http://127.0.0.1:5000"
+            f"and open {page}"
         )
     return f"[kdray] browse the runs in MLflow: {where} (study parent run {parent_run_id})"

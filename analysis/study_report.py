@@ -13,9 +13,10 @@ import pandas as pd
 from analysis import ablations, figures
 from analysis.conventions import Conventions, observations, with_average, with_sizes
 from analysis.hypothesis_tests import run_tests
-from analysis.replicates import CELL, per_run, replicate_tests
+from analysis.replicates import REPLICATE, per_seed, replicate_tests
+from analysis.uncertainty import BOOTSTRAP_MIN_PAIRS, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
-ROUNDED = {"statistic": "{:.3g}", "p_value": "{:.3g}"}
+ROUNDED = dict.fromkeys(("statistic", "p_value", "ci_low", "ci_high", "mde"), "{:.3g}")
 
 
 @dataclass
@@ -35,12 +36,24 @@ def _rounded(table: pd.DataFrame) -> pd.DataFrame:
     decimal; missing values blank."""
     shown = table.copy()
     for column in shown.columns:
-        if not pd.api.types.is_numeric_dtype(shown[column]) or column == "n":
+        if column == "n":  # a count (a float only where some row has none)
+            shown[column] = shown[column].map(
+                lambda v: "" if pd.isna(v) else int(v) if isinstance(v, float) else v
+            )
+            continue
+        if not pd.api.types.is_numeric_dtype(shown[column]):
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else v)
             continue
-        spec = ROUNDED.get(column, "{:.3g}" if column.endswith("params_b") else "{:.1f}")
+        spec = _spec(column)
         shown[column] = shown[column].map(lambda v, s=spec: "" if pd.isna(v) else s.format(v))
     return shown
+
+
+def _spec(column: str) -> str:
+    """3 significant digits for statistics, p-values, intervals and MDEs of any test, and
+    parameter counts; 1 decimal for points of accuracy."""
+    significant = column.startswith(("p ", "F ", "MDE (partial")) or column.endswith("params_b")
+    return "{:.3g}" if column in ROUNDED or significant else "{:.1f}"
 
 
 def headline(tests: pd.DataFrame, task: str) -> str:
@@ -49,14 +62,16 @@ def headline(tests: pd.DataFrame, task: str) -> str:
                 & (tests["task"] == task)]  # fmt: skip
     if row.empty:
         return "no KD runs with an SFT baseline of the same student: no t-test of improvement"
-    t, p, n = row[["statistic", "p_value", "n"]].iloc[0]
+    t, p, n, low, high, mde = row[["statistic", "p_value", "n", "ci_low", "ci_high", "mde"]].iloc[0]
     if pd.isna(t):
         why = "too few for a t-test" if n < 2 else "all equal, so no t-test"
         return f"KD improvement over SFT on {task}: {int(n)} observation(s), {why}"
     verdict = "significant" if p < 0.05 else "not significant"
+    # The interval is the mean's t-interval, symmetric about the mean.
     return (
         f"KD improvement over SFT > 0 on {task}: t = {t:.2f}, p = {p:.3g}, n = {int(n)} "
-        f"({verdict} at 0.05)"
+        f"({verdict} at 0.05); mean {(low + high) / 2:+.1f} points, 95% CI {low:.1f} to "
+        f"{high:.1f}, MDE {mde:.1f}"
     )
 
 
@@ -78,38 +93,50 @@ def has_replicates(frame: pd.DataFrame) -> bool:
     """True when some setting ran with more than one seed."""
     if "seed" not in frame or frame["seed"].isna().all():
         return False
-    runs = per_run(frame)
-    return bool((runs.groupby(CELL, sort=False)["seed"].nunique() > 1).any())
+    seeds = per_seed(frame)
+    return bool((seeds.groupby(REPLICATE, sort=False)["seed"].nunique() > 1).any())
 
 
 def _replicates_section(paired: pd.DataFrame) -> Section:
-    """The per-seed tests: paired t against SFT (Holm), Wilcoxon, MDE, method x seed ANOVA."""
+    """The per-seed tests: paired t against SFT (Holm) with its CI and MDE, Wilcoxon, and the
+    method x seed ANOVA with its MDE."""
     title = "Seeds as paired replicates (paired tests against SFT)"
     if paired.empty:
         return Section(title, ["One seed per setting: the tests have no replicates (run the "
                                "study with --seeds 0,1,2 for paired tests)."])  # fmt: skip
-    table = paired.pivot_table(
-        index="group", columns="test", values="statistic", aggfunc="first", sort=False
-    )
-    ps = paired.pivot_table(index="group", columns="test", values="p_value", aggfunc="first")
-    shown = pd.DataFrame(index=table.index)
-    shown["n"] = paired.groupby("group", sort=False)["n"].first()
-    if "paired_t_vs_sft" in table:
-        shown["mean Δ accuracy"] = table["paired_t_vs_sft"]
-        shown["p (paired t)"] = ps["paired_t_vs_sft_uncorrected"]
-        shown["p Holm"] = ps["paired_t_vs_sft"]
-        shown["p Wilcoxon"] = ps["wilcoxon_vs_sft"]
-        shown["MDE"] = table["mde_paired_t"]
-    if "anova_method_seed" in table:
-        shown["F (method, method x seed ANOVA)"] = table["anova_method_seed"]
-        shown["p (ANOVA)"] = ps["anova_method_seed"]
+
+    def of(test: str, column: str) -> pd.Series:
+        rows = paired[paired["test"] == test]
+        return rows.set_index(["domain", "group"])[column]
+
+    settings = pd.DataFrame({
+        "n": of("paired_t_vs_sft", "n"),
+        "mean Δ accuracy": of("paired_t_vs_sft", "statistic"),
+        "95% CI low": of("paired_t_vs_sft", "ci_low"),
+        "95% CI high": of("paired_t_vs_sft", "ci_high"),
+        "p (paired t)": of("paired_t_vs_sft_uncorrected", "p_value"),
+        "p Holm": of("paired_t_vs_sft", "p_value"),
+        "p Wilcoxon": of("wilcoxon_vs_sft", "p_value"),
+        "MDE (points)": of("paired_t_vs_sft", "mde"),
+    })  # fmt: skip
+    students = pd.DataFrame({
+        "n": of("anova_method_seed", "n"),
+        "F (method x seed ANOVA)": of("anova_method_seed", "statistic"),
+        "p (ANOVA)": of("anova_method_seed", "p_value"),
+        "MDE (partial η²)": of("anova_method_seed", "mde"),
+    })  # fmt: skip
+    shown = pd.concat([settings, students]).reset_index()
+    if shown["domain"].nunique() <= 1:
+        shown = shown.drop(columns=["domain"])
     text = [
         "Per setting: the paired difference to the same student's SFT at the same seed "
-        "(accuracy averaged over tasks), a paired t-test (Holm-corrected over the settings), "
-        "a Wilcoxon signed-rank test and the minimal detectable effect (power 0.8, α 0.05). "
-        "Per student: a two-way ANOVA of accuracy on setting and seed (additive)."
+        "(accuracy averaged over tasks) with its 95% t-interval, a paired t-test "
+        "(Holm-corrected over the settings), a Wilcoxon signed-rank test and the minimal "
+        "detectable effect of the paired t-test in points (power 0.8, α 0.05, two-sided). Per "
+        "student: a two-way ANOVA of accuracy on setting and seed (additive), its MDE as the "
+        "partial η² of the setting."
     ]
-    return Section(title, text, shown.reset_index().rename(columns={"group": "setting"}))
+    return Section(title, text, shown.rename(columns={"group": "setting or student"}))
 
 
 def _data_section(
@@ -139,7 +166,12 @@ def _test_sections(
     sections = [
         Section(
             "Does KD improve over SFT? (one-sided one-sample t-test)",
-            [headline(tests, task) + "."],
+            [
+                headline(tests, task) + ".",
+                "ci_low, ci_high: the mean improvement's two-sided 95% t-interval; mde: the "
+                "smallest mean improvement (points) the one-sided test finds at α 0.05 with "
+                "power 0.8 at its n and spread.",
+            ],
             _pick(tests, "ttest_improvement"),
             figures.improvement_by_method(obs, task, figure_dir / "improvement_by_method.png"),
             "ttest_improvement",
@@ -148,7 +180,11 @@ def _test_sections(
             "Do the KD methods differ? (one-way ANOVA; Kruskal-Wallis, η², Tukey HSD)",
             [
                 "Statistic: F for ANOVA, H for Kruskal-Wallis, η² (no p-value), and the mean "
-                "difference (first minus second) for Tukey HSD."
+                "difference (first minus second) for Tukey HSD, with Tukey's simultaneous 95% "
+                "interval in ci_low, ci_high.",
+                "mde of the ANOVA: the smallest η² it finds at α 0.05 with power 0.8 at its n "
+                "and number of methods (compare eta_squared_methods); the rank test and Tukey's "
+                "pairs have none.",
             ],  # fmt: skip
             _pick(tests, "anova_methods", "kruskal_methods", "eta_squared_methods", "tukey_hsd"),
             latex="anova_methods",
@@ -158,7 +194,12 @@ def _test_sections(
             [
                 "Statistic: Spearman's ρ of improvement with each variable; n pairs. Variables "
                 "that do not vary in these runs (ρ undefined) are left out here; tests.csv "
-                "keeps them with n."
+                "keeps them with n.",
+                f"ci_low, ci_high: percentile bootstrap 95% interval of ρ ({BOOTSTRAP_RESAMPLES} "
+                f"paired resamples, seed {BOOTSTRAP_SEED}; resamples where ρ is undefined are "
+                f"left out; none under {BOOTSTRAP_MIN_PAIRS} pairs); mde: the smallest |ρ| a "
+                "two-sided test finds at α 0.05 with power 0.8 at its n (Fisher z, variance "
+                "1.06 / (n − 3); none under 4 pairs).",
             ],  # fmt: skip
             spearman.dropna(subset=["statistic"]),
             latex="spearman",
@@ -169,9 +210,10 @@ def _test_sections(
         rho = spearman[(spearman["test"] == f"spearman_{variable}")
                        & (spearman["group"] == "all") & (spearman["task"] == task)]  # fmt: skip
         if obs[obs["task"] == task][variable].nunique() > 1:
+            row = rho.iloc[0] if len(rho) else pd.Series(float("nan"), index=rho.columns)
             figure = figures.improvement_vs(
                 obs, variable, label, task, figure_dir / f"improvement_vs_{variable}.png",
-                rho["statistic"].iloc[0] if len(rho) else float("nan"),
+                row["statistic"], (row["ci_low"], row["ci_high"]),
             )  # fmt: skip
             sections.append(Section(f"Improvement vs {label}", figure=figure))
     return sections

@@ -1,10 +1,11 @@
 """Do the tiny world's answers repeat? Runs the default temperature study (3 paired seeds) plus
 seeds 3 and 4 of the headline cell (`tiny-qwen2-s`, KD T=1 vs SFT: 5 paired seeds), then all of
 it again with the float path perturbed (`ATEN_CPU_CAPABILITY=avx2` instead of the machine's
-AVX-512 kernels, in a fresh cache, so bases and teacher are rebuilt too: a stand-in for a second
-machine). Prints one table: per cell and variant, the paired difference to the same student's
-SFT (mean and 95% CI, on accuracy and held-out NLL), SD of the differences, |mean|/SD on NLL,
-and whether the perturbed CI overlaps the unperturbed one with agreeing signs.
+AVX-512 kernels, or `default` where torch picks AVX2 already; in a fresh cache, so the teacher is
+trained again: a stand-in for a second machine). Prints one table: per cell and variant, the
+paired difference to the same student's SFT (mean and 95% CI, on accuracy and held-out NLL),
+SD of the differences, |mean|/SD on NLL, and whether the perturbed CI overlaps the unperturbed
+one with agreeing signs; then in how many runs the perturbation changed a number at all.
 
     python benchmarks/stability.py                        # about 40 minutes on 2 CPUs
     python benchmarks/stability.py --baseline-store sqlite:///mlflow.db \
@@ -33,13 +34,22 @@ from analysis.replicates import format_ci, paired_table
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINE = {"student": "tiny-qwen2-s", "method": "kd", "temperature": 1.0}
-PERTURBED_ENV = {"ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def perturbed_env() -> dict[str, str]:
+    """Another float path than this machine's: AVX2 kernels where torch picks AVX-512, the
+    scalar ones where it already picks AVX2 (the variable must name a capability the CPU has)."""
+    import torch
+
+    current = torch.backends.cpu.get_cpu_capability()
+    return {"ATEN_CPU_CAPABILITY": "avx2" if current.startswith("AVX512") else "default"}
 
 
 def run(flags: list[str], env: dict[str, str]) -> None:
     command = [sys.executable, str(ROOT / "studies" / "temperature.py"), *flags]
     print("$", " ".join(f"{k}={v}" for k, v in env.items()), " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True, env={**os.environ, **env})
+    # RAY_ADDRESS=local: a Ray of its own, not whatever `ray start` cluster runs on the machine
+    subprocess.run(command, check=True, env={**os.environ, "RAY_ADDRESS": "local", **env})
 
 
 def latest_study_frames(uri: str) -> pd.DataFrame:
@@ -121,6 +131,21 @@ def report(tables: dict[str, pd.DataFrame]) -> None:
                   f"| {row['delta_sd_nll']:.4f} | {ratio:.2f} | {check} |")  # fmt: skip
 
 
+def bits_changed(unperturbed: pd.DataFrame, perturbed: pd.DataFrame) -> str:
+    """One line: in how many of the runs both variants made did a metric change at all (a
+    perturbation that changes no bit checks nothing)."""
+    keys = ["student", "method", "temperature", "noise_sigma", "teacher_kind", "seed", "task"]
+    students = [frame[frame["role"] == "student"] for frame in (unperturbed, perturbed)]
+    both = students[0].merge(students[1], on=keys, suffixes=("", "_p"))
+    if both.empty:
+        return "no run of one variant has a twin in the other: nothing to compare bit for bit"
+    changed = (both["accuracy"] != both["accuracy_p"]) | (both["nll"] != both["nll_p"])
+    runs = both.groupby(keys[:-1])["accuracy"].size().shape[0]
+    runs_changed = both[changed].groupby(keys[:-1]).size().shape[0]
+    return (f"float path: {runs_changed} of {runs} runs made in both variants changed accuracy "
+            "or NLL (0 would mean the perturbation changed nothing)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-store", help="MLflow store with the default study already run")
@@ -131,15 +156,32 @@ def main() -> None:
         help="perturbed variant: the headline cell's 5 seeds only, not the whole default study",
     )
     parser.add_argument("--work", type=Path, default=None, help="stores and caches (default: tmp)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: print the table from the stores an earlier run left in --work",
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="kdray-stability-"))
     started = time.perf_counter()
-    frames = {
-        "unperturbed": variant(work, "unperturbed", {}, args.baseline_store, args.baseline_cache),
-        "perturbed": variant(work, "perturbed", PERTURBED_ENV, headline_only=args.headline_only),
-    }
+    if args.report_only:
+        stores = {
+            name: f"sqlite:///{work / name / 'mlflow.db'}" for name in ("unperturbed", "perturbed")
+        }
+        stores["unperturbed"] = args.baseline_store or stores["unperturbed"]
+        frames = {name: latest_study_frames(uri) for name, uri in stores.items()}
+    else:
+        frames = {
+            "unperturbed": variant(
+                work, "unperturbed", {}, args.baseline_store, args.baseline_cache
+            ),
+            "perturbed": variant(
+                work, "perturbed", perturbed_env(), headline_only=args.headline_only
+            ),
+        }
     tables = {name: cells(frame) for name, frame in frames.items()}
     report(tables)
+    print(bits_changed(frames["unperturbed"], frames["perturbed"]))
     print(f"\n{(time.perf_counter() - started) / 60:.1f} minutes; stores and caches in {work}")
 
 

@@ -93,3 +93,31 @@ def test_teacher_kinds_are_kept_apart_in_the_table():
     assert kd.loc["task-aware", "improvement"] == 20 and kd.loc["task-unaware", "improvement"] == 10
     assert "teacher_kind" in to_markdown(table).splitlines()[0]
     assert "teacher_kind" not in to_markdown(results_table(tidy(ROWS))).splitlines()[0]
+
+
+def test_bars_per_method_have_an_interval_and_a_dot_per_seed(tmp_path, monkeypatch):
+    from analysis import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures.plt.Axes, "bar", lambda self, x, heights, **kw: drawn.update(
+        heights=list(heights), yerr=list(kw["yerr"])))  # fmt: skip
+    seeded = [{**r, "temperature": 1.0, "seed": s, "accuracy": r["accuracy"] + 2 * s}
+              for r in ROWS if r["student"] == "a" for s in (0, 1, 2)]  # fmt: skip
+    figures.accuracy_by_method(tidy(seeded), tmp_path / "bars.png")
+    # sft: 10, 12, 14; kd (T=1 and T=2 runs averaged per seed): 16, 18, 20
+    assert drawn["heights"] == [pytest.approx(12.0), pytest.approx(18.0)]
+    assert drawn["yerr"] == [pytest.approx(4.302653 * 2 / math.sqrt(3), rel=1e-6)] * 2
+
+
+def test_the_browse_hint_links_the_runs_view_of_the_study_experiment(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from analysis.report import browse_hint
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("hint", artifact_location=str(tmp_path / "art"))
+    run = client.create_run(experiment)
+    hint = browse_hint(uri, run.info.run_id)
+    page = f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    assert f"--backend-store-uri {uri} --host 127.0.0.1" in hint and page in hint

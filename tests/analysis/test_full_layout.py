@@ -161,3 +161,48 @@ def test_a_missing_flag_is_one_line(capsys):
     assert exit_.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--out" in lines[0]
+
+
+def seeded_layout(seeds=(0, 1, 2), study="full") -> pd.DataFrame:
+    """The full layout run with each seed: a seed moves every student run by its own amount."""
+    frames = []
+    for seed in seeds:
+        frame = pd.DataFrame(full_layout(), columns=COLUMNS).assign(seed=seed, study=study)
+        student = frame["role"] == "student"
+        shift = [accuracy(*row, seed) / 10 for row in frame[COLUMNS[1:9]].itertuples(index=False)]
+        frame.loc[student, "accuracy"] += pd.Series(shift, index=frame.index)[student]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_paired_seeds_on_the_full_layout_are_per_domain(tmp_path):
+    from analysis.replicates import paired_table, replicates_markdown
+
+    path = tmp_path / "seeded.csv"
+    seeded_layout().to_csv(path, index=False)
+    frame = read_results_csv(path)  # no run_id column: runs told apart by their keys
+    write_report(frame, tmp_path / "report", Conventions(), str(path))
+    tests = pd.read_csv(tmp_path / "report" / "tests.csv")
+    paired = tests[tests["test"] == "paired_t_vs_sft"]
+    # Per domain: 3 students x (kd, revkd) x 3 T x task-aware, + task-unaware where it ran
+    assert paired.groupby("domain").size().to_dict() == {"commonsense": 27, "math": 36}
+    assert (paired["n"] == 3).all() and paired[["ci_low", "ci_high", "mde"]].notna().all().all()
+    anova = tests[tests["test"] == "anova_method_seed"]
+    assert len(anova) == 2 * 3 and anova["mde"].between(0, 1).all()  # domains x students
+    table = paired_table(frame)
+    assert set(table["method"]) == {"base", "sft", "kd", "revkd"} and (table["n"] == 3).all()
+    markdown = replicates_markdown(frame)
+    assert "| domain " in markdown and "Seeds per cell: 3 (" in markdown
+    assert "One seed" not in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_seed_run_by_two_studies_is_one_replicate(tmp_path):
+    from analysis.replicates import paired_table
+
+    once = seeded_layout()
+    twice = pd.concat([once, seeded_layout(study="again")], ignore_index=True)
+    for name, frame in (("once", once), ("twice", twice)):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    tables = [paired_table(read_results_csv(tmp_path / f"{n}.csv")) for n in ("once", "twice")]
+    assert (tables[1]["n"] == 3).all()  # seeds 0-2 in both studies: still 3 replicates
+    pd.testing.assert_frame_equal(tables[0], tables[1])

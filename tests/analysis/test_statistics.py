@@ -267,3 +267,51 @@ def test_run_tests_groups(hand_csv):
     tests = run_tests(observations(read_results_csv(hand_csv)))
     groups = set(tests[tests["test"] == "ttest_improvement"]["group"])
     assert groups == {"all", "kd", "revkd"}
+
+
+def test_every_test_has_its_interval_and_minimal_detectable_effect(hand_csv):
+    from analysis.study_report import headline
+    from analysis.uncertainty import mde_f_test, mde_spearman, mde_t, spearman_ci
+
+    obs = observations(read_results_csv(hand_csv))
+    tests = run_tests(obs)
+
+    def value(test, group="all"):
+        row = tests[
+            (tests["test"] == test) & (tests["task"] == "Average") & (tests["group"] == group)
+        ]
+        return row.iloc[0]
+
+    # Average, all methods: [2,3,3,2,0,0], mean 5/3, sd sqrt(84/45); t(0.975, 5) = 2.570582
+    t_test = value("ttest_improvement")
+    half = 2.570582 * math.sqrt(84 / 45) / math.sqrt(6)
+    assert t_test["ci_low"] == pytest.approx(5 / 3 - half, rel=1e-6)
+    assert t_test["ci_high"] == pytest.approx(5 / 3 + half, rel=1e-6)
+    assert t_test["mde"] == pytest.approx(mde_t(math.sqrt(84 / 45), 6, "larger"))
+    assert "mean +1.7 points, 95% CI 0.2 to 3.1, MDE" in headline(tests, "Average")
+    # ANOVA of 2 methods x 3 pairs: its MDE as eta squared (1 and 4 degrees of freedom)
+    assert value("anova_methods")["mde"] == pytest.approx(mde_f_test(1, 4, 6))
+    # Tukey of two groups is the t-test: MSE 5/6, half-width t(0.975, 4) sqrt(MSE * 2/3)
+    tukey = value("tukey_hsd", "kd vs revkd")
+    tukey_half = 2.776445 * math.sqrt(5 / 6 * 2 / 3)
+    assert tukey["ci_low"] == pytest.approx(2.0 - tukey_half, rel=1e-5)
+    assert tukey["ci_high"] == pytest.approx(2.0 + tukey_half, rel=1e-5)
+    # Spearman: the bootstrap interval of its own pairs, and the MDE at n = 6
+    agreement = value("spearman_agreement")
+    average = obs[obs["task"] == "Average"]
+    assert (agreement["ci_low"], agreement["ci_high"]) == spearman_ci(
+        average["agreement"], average["improvement"]
+    )
+    assert agreement["ci_low"] <= agreement["statistic"] <= agreement["ci_high"]
+    assert agreement["mde"] == pytest.approx(mde_spearman(6))
+    # A test that could not run has no interval and no MDE, and keeps its n
+    undefined = value("spearman_teacher_accuracy")
+    assert undefined[["statistic", "ci_low", "ci_high", "mde"]].isna().all()
+    assert undefined["n"] == 6
+    # Every t-test, ANOVA and Spearman row that ran has an MDE, but Spearman's of 3 pairs
+    # (one per student for one method): its Fisher z needs n >= 4.
+    ran = tests[tests["statistic"].notna()]
+    families = ran["test"].str.match(r"ttest_|anova_|spearman_")
+    few = ran["test"].str.startswith("spearman_") & (ran["n"] < 4)
+    assert ran.loc[families & ~few, "mde"].notna().all() and ran.loc[few, "mde"].isna().all()
+    assert few.any() and (families & ~few).sum() >= 10
