@@ -53,10 +53,13 @@ def run(flags: list[str], env: dict[str, str]) -> None:
 
 
 def latest_study_frames(uri: str) -> pd.DataFrame:
-    """Rows of every study (parent run) in the store, each row tagged by its experiment."""
+    """Rows of the latest study (parent run) of each of the benchmark's experiments in the store
+    (`stability-*`: not the findings' studies that may share it)."""
     client = MlflowClient(uri)
     frames = []
-    for experiment in client.search_experiments():
+    for experiment in client.search_experiments(filter_string="name LIKE 'stability-%'"):
+        if "-findings-" in experiment.name:
+            continue
         parents = client.search_runs(
             [experiment.experiment_id], "tags.`kdray.role` = 'study'",
             order_by=["attributes.start_time DESC"],
@@ -140,8 +143,8 @@ def bits_changed(unperturbed: pd.DataFrame, perturbed: pd.DataFrame) -> str:
     if both.empty:
         return "no run of one variant has a twin in the other: nothing to compare bit for bit"
     changed = (both["accuracy"] != both["accuracy_p"]) | (both["nll"] != both["nll_p"])
-    runs = both.groupby(keys[:-1])["accuracy"].size().shape[0]
-    runs_changed = both[changed].groupby(keys[:-1]).size().shape[0]
+    runs = both.groupby(keys[:-1], dropna=False)["accuracy"].size().shape[0]
+    runs_changed = both[changed].groupby(keys[:-1], dropna=False).size().shape[0]
     return (f"float path: {runs_changed} of {runs} runs made in both variants changed accuracy "
             "or NLL (0 would mean the perturbation changed nothing)")  # fmt: skip
 
