@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,14 +47,17 @@ def connect_ray() -> None:
     logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
     if ray.is_initialized():
         return
-    try:
-        ray.init(address="auto", log_to_driver=True)
-        say(f"connected to Ray cluster: {ray.cluster_resources()}")
-    except ConnectionError:
-        # The dashboard serves Ray's State API, which Train's placement-group cleaner polls
-        # (without it, it warns every second); it binds to 127.0.0.1.
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
-        say(f"started a local Ray: {ray.cluster_resources()}")
+    if os.environ.get("RAY_ADDRESS", "").strip() != "local":  # Ray's own "a Ray of my own"
+        try:
+            ray.init(address="auto", log_to_driver=True)
+            say(f"connected to Ray cluster: {ray.cluster_resources()}")
+            return
+        except ConnectionError:
+            pass
+    # The dashboard serves Ray's State API, which Train's placement-group cleaner polls
+    # (without it, it warns every second); it binds to 127.0.0.1.
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+    say(f"started a local Ray: {ray.cluster_resources()}")
 
 
 def trials_in_flight(config: StudyConfig, workers: int | None = None) -> int | None:
