@@ -1,11 +1,13 @@
 """python -m analysis: the study's report (statistics, figures, tables) and a study run's
-results summary, from MLflow or from a CSV in the tidy schema."""
+results summary, from MLflow or from a CSV in the tidy schema; an optimal.py experiment's
+registered picks (`best`)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from analysis.inputs import check_conventions, check_inputs
 from kdray.errors import KdrayError, OneLineParser
 
 
@@ -37,27 +39,6 @@ def _report_parser(commands) -> None:
                              help="teacher kind of the main tests (task-aware)")  # fmt: skip
     conventions.add_argument("--max-noise-sigma", type=float, default=0.0,
                              help="noisier rows are ablations (0)")  # fmt: skip
-
-
-def check_conventions(args) -> None:
-    """The conventions' flags name things the schema knows, before anything is read."""
-    import math
-
-    from analysis.conventions import REFERENCE_METHODS
-    from kdray.config.run import METHODS, TEACHER_KINDS
-
-    if args.baseline_method not in METHODS or args.baseline_method in REFERENCE_METHODS:
-        raise KdrayError(
-            f"--baseline-method {args.baseline_method!r} is not a method: choose one of "
-            f"{', '.join(METHODS)} (sft, the study's baseline, by default)"
-        )
-    if args.main_teacher_kind not in TEACHER_KINDS:
-        raise KdrayError(
-            f"--main-teacher-kind {args.main_teacher_kind!r} is unknown: choose one of "
-            f"{', '.join(TEACHER_KINDS)}"
-        )
-    if not math.isfinite(args.max_noise_sigma) or args.max_noise_sigma < 0:
-        raise KdrayError(f"--max-noise-sigma must be a number >= 0, got {args.max_noise_sigma:g}")
 
 
 def report_main(args) -> int:
@@ -96,6 +77,15 @@ def report_main(args) -> int:
     return 0
 
 
+def best_main(args) -> int:
+    from analysis.best import best_lines
+    from kdray.tracking.runs import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    print("\n".join(best_lines(uri, args.experiment, args.student)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m analysis")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -104,7 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_argument("--parent-run", required=True, help="the study's MLflow parent run id")
     summary.add_argument("--tracking-uri", help="default $MLFLOW_TRACKING_URI or ./mlflow.db")
     summary.add_argument("--out", default="results/summary", help="output folder")
+    best = commands.add_parser(
+        "best", help="an optimal.py experiment's registered picks: settings, scores, how to load"
+    )
+    best.add_argument("--experiment", required=True, help="MLflow experiment (kdray-optimal)")
+    best.add_argument("--tracking-uri", help="default $MLFLOW_TRACKING_URI or ./mlflow.db")
+    best.add_argument("--student", help="only this student's pick")
     args = parser.parse_args(argv)
+    try:
+        check_inputs(args)  # before matplotlib, MLflow or anything else writes
+    except KdrayError as error:
+        return _refuse(error)
 
     from mlflow.exceptions import MlflowException
 
@@ -114,13 +114,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             return report_main(args)
+        if args.command == "best":
+            return best_main(args)
         write_study_summary(
             resolve_tracking_uri(args.tracking_uri), args.parent_run, Path(args.out)
         )
     except (KdrayError, MlflowException, OSError) as error:
-        print(f"python -m analysis: error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return _refuse(error)
     return 0
+
+
+def _refuse(error: Exception) -> int:
+    """Bad input: one line on stderr, exit code 2."""
+    print(f"python -m analysis: error: {str(error).splitlines()[0]}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

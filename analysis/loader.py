@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from analysis.conventions import REFERENCE_METHODS, RUN_METRICS
 from kdray.config.run import METHODS, TEACHER_KINDS, score_metric
 from kdray.errors import KdrayError
-from kdray.tracking.stores import missing_sqlite_store
+from kdray.tracking.stores import check_readable_store
 
 SCHEMA_COLUMNS = (
     "study",
@@ -58,7 +57,7 @@ def task_scores(metrics: dict[str, float], prefix: str = "") -> dict[str, float]
     return {k[len(start) :]: v for k, v in metrics.items() if k.startswith(start)}
 
 
-def _all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str):
+def _all_runs(client, experiment_ids: list[str], filter_string: str):
     token = None
     while True:
         page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
@@ -73,6 +72,8 @@ def load_mlflow_results(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
     teacher's own row (method `sft`, logged on the parent run), in the tidy schema.
     Trials and teacher give one row per task they were evaluated on. Extra columns: metric,
     run_id, seed, role."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
     experiment_id = parent.info.experiment_id
@@ -134,16 +135,12 @@ def _teacher_rows(parent) -> list[dict]:
     return rows
 
 
-def study_parent_runs(
-    tracking_uri: str, experiment: str, study: str | None = None, parent_run: str | None = None
-) -> list[str]:
-    """The study parent runs of an MLflow experiment (newest first), optionally only those of
-    one study name or one parent run id."""
-    if missing_sqlite_store(tracking_uri):
-        raise KdrayError(
-            f"no MLflow store at {tracking_uri}: pass --tracking-uri of the study's store "
-            "(default ./mlflow.db)"
-        )
+def find_experiment(tracking_uri: str, experiment: str):
+    """(a client of the store, the experiment named `experiment`); one line naming the fix
+    when the store or the experiment does not exist."""
+    from mlflow.tracking import MlflowClient
+
+    check_readable_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -152,6 +149,15 @@ def study_parent_runs(
             f"no MLflow experiment {experiment!r} at {tracking_uri} (experiments there: "
             f"{names}); pass --experiment NAME and --tracking-uri URI of the study's store"
         )
+    return client, found
+
+
+def study_parent_runs(
+    tracking_uri: str, experiment: str, study: str | None = None, parent_run: str | None = None
+) -> list[str]:
+    """The study parent runs of an MLflow experiment (newest first), optionally only those of
+    one study name or one parent run id."""
+    client, found = find_experiment(tracking_uri, experiment)
     query = "tags.`kdray.role` = 'study'"
     if study:
         query += f" and tags.`kdray.study` = '{study}'"

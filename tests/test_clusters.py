@@ -175,4 +175,4 @@ def test_kdray_mlflow_server_refuses_a_missing_store(tmp_path):
         [sys.executable, "-m", "kdray", "mlflow-server", "--store", str(tmp_path / "nope")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert result.returncode == 2 and "is not a folder" in result.stderr
+    assert result.returncode == 2 and "nope does not exist" in result.stderr

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS = [
     ("kdray", "kdray.errors", "kdray.console"),
-    ("kdray.cache", "kdray.models"),
+    ("kdray.cache", "kdray.models", "kdray.folders"),
     ("kdray.config",),
     ("kdray.data",),
     ("kdray.eval",),
@@ -30,8 +30,11 @@ ANALYSIS_MAY_IMPORT = {
     "kdray.config.run",
     "kdray.tracking.runs",
     "kdray.tracking.stores",
+    "kdray.tracking.models",
+    "kdray.folders",
 }
-"""analysis reads MLflow or CSV: of kdray it uses the errors, the method names and the store."""
+"""analysis reads MLflow or CSV: of kdray it uses the errors, the method names, the store, the
+registered students' names and tags, and the check that its output folder can be written."""
 
 
 def module_name(path: Path) -> str:

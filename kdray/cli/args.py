@@ -14,6 +14,7 @@ from kdray.cli.config_file import apply_config_file
 from kdray.cli.parser import study_parser
 from kdray.config.run import EvalConfig, TrainConfig
 from kdray.errors import ConfigError
+from kdray.folders import check_writable
 from kdray.study.config import StudyConfig
 from kdray.study.designs import DESIGNS, StudyDesign
 from kdray.study.presets import PRESETS
@@ -27,6 +28,8 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
     )
     if args.num_samples is not None and args.num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if design.search:
+        _check_search_flags(args)
     grid = _grid_flags(args)
     kd_flags = {k: v for k, v in _kd_flags(args).items() if v is not None}
     kd_template = dataclasses.replace(config.kd, **kd_flags)
@@ -54,6 +57,16 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
     return config
 
 
+def _check_search_flags(args: argparse.Namespace) -> None:
+    """A search samples T and seeds its trials itself: grid flags it would ignore are refused."""
+    ignored = [f for f, v in (("--temperatures", args.temperatures), ("--seeds", args.seeds)) if v]
+    if ignored:
+        raise ConfigError(
+            f"{' and '.join(ignored)}: the search samples T (0.5 to 5) and seeds its trials "
+            "0, 1, ... itself; pass --search-seeds/--confirm-seeds, or run a grid study"
+        )
+
+
 def _grid_flags(args: argparse.Namespace) -> dict[str, Any]:
     """StudyConfig fields the user set (None: not set)."""
     return {
@@ -71,6 +84,7 @@ def _grid_flags(args: argparse.Namespace) -> dict[str, Any]:
         "tracking_uri": args.tracking_uri,
         "tracking_wait": args.tracking_wait,
         "experiment": args.experiment,
+        "log_models": args.log_models,
         "cache_dir": args.cache_dir,
         "results_dir": args.results_dir,
         "data_dir": args.data_dir,
@@ -152,25 +166,10 @@ def check_folders(config: StudyConfig) -> None:
     check_writable(config.cache_root(), "pass --cache-dir DIR (or set KDRAY_CACHE)")
     check_writable(Path(config.results_dir), "pass --results-dir DIR")
     uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    if uri and "://" in uri and (problem := store_problem(uri)):
+    if uri and (problem := store_problem(uri)):
         raise ConfigError(problem)
     if store := sqlite_path(uri):
         check_writable(store.parent, "pass --tracking-uri sqlite:///DIR/mlflow.db")
-
-
-def check_writable(folder: Path, fix: str) -> None:
-    """The folder exists and is writable, or can be created: the nearest existing ancestor is
-    a writable folder. Checked before anything runs; creates nothing."""
-    existing = folder.absolute()
-    try:
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-    except OSError as error:  # e.g. a name too long for the file system
-        raise ConfigError(f"{folder} cannot be a folder ({error.strerror}): {fix}") from None
-    if not existing.is_dir():
-        raise ConfigError(f"{folder} cannot be a folder ({existing} is a file): {fix}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{folder} is not writable ({existing} is not): {fix}")
 
 
 def config_from_flags(name: str, flags: Sequence[str] = ()) -> StudyConfig:

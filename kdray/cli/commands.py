@@ -13,7 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kdray.cli.one_line_parser import EXIT_USAGE, OneLineParser
+from kdray.cli.one_line_parser import (
+    EXIT_USAGE,
+    OneLineParser,
+    count,
+    port,
+    positive_number,
+)
 from kdray.errors import KdrayError
 from kdray.hub.zoo import FAMILIES, HUB_MODELS, check_family, check_pair, format_parameters, pairs
 
@@ -152,14 +158,15 @@ def _add_check_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_check_data(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from kdray.hub.task_files import check_task_folder, data_root, task_report_markdown
 
-    from kdray.errors import ConfigError
-    from kdray.hub.task_files import check_task_folder, task_report_markdown
-
-    if not Path(args.data_dir).is_dir():
-        raise ConfigError(f"{args.data_dir} is not a folder: pass the LLM-Adapters dataset folder")
-    reports = check_task_folder(args.data_dir)
+    fix = "pass the folder holding the LLM-Adapters dataset folders (AQuA/, gsm8k/, ...)"
+    reports = check_task_folder(data_root(args.data_dir, fix))
+    if all(r["status"] == "missing" for r in reports):
+        raise KdrayError(
+            f"{args.data_dir} holds no task's test file (such as AQuA/test.json): {fix}; "
+            "kdray tasks lists the folders"
+        )
     print(task_report_markdown(reports))
     return 1 if any(r["status"] == "error" for r in reports) else 0
 
@@ -167,9 +174,9 @@ def _run_check_data(args: argparse.Namespace) -> int:
 def _add_plan_memory_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student", required=True, help="hub model trained (kdray models)")
     parser.add_argument("--teacher", help="hub model distilled from (none: SFT)")
-    parser.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (80)")
-    parser.add_argument("--micro-batch", type=int, default=4, help="sequences per GPU step (4)")
-    parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (256)")
+    parser.add_argument("--gpu-memory", type=positive_number, default=80.0, help="GiB per GPU (80)")
+    parser.add_argument("--micro-batch", type=count, default=4, help="sequences per GPU step (4)")
+    parser.add_argument("--seq-len", type=count, default=256, help="tokens per sequence (256)")
     parser.add_argument("--finetune", choices=("lora", "full"), default="lora")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument(
@@ -186,10 +193,9 @@ def _run_plan_memory(args: argparse.Namespace) -> int:
 
     student = hub_model(args.student)
     teacher = hub_model(args.teacher) if args.teacher else None
-    if teacher is not None:
-        check = check_pair(teacher, student)
-        if check:
-            raise KdrayError(f"{teacher.name} -> {student.name}: {'; '.join(check)}")
+    # A pair of two tokenizers is refused; what the study only notes (lm_head widths that
+    # differ, a teacher not larger than its student) is printed with the plan.
+    notes = check_pair(teacher, student) if teacher else []
     options = dict(
         finetune=args.finetune,
         micro_batch=args.micro_batch,
@@ -202,6 +208,8 @@ def _run_plan_memory(args: argparse.Namespace) -> int:
     print(f"{pair}, {args.finetune}, micro batch {args.micro_batch} x {args.seq_len} tokens, "
           f"{args.gpu_memory:g} GiB GPUs (estimate):")  # fmt: skip
     print(f"  plan: {plan.describe()}")
+    for note in notes:
+        print(f"  note: {note}")
     if teacher is not None:
         for placement, line in placement_estimates(
             student, teacher, args.gpu_memory, **options
@@ -217,20 +225,18 @@ def _add_mlflow_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help=f"address to bind ({DEFAULT_HOST}: this machine only)"
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"({DEFAULT_PORT})")
+    parser.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"({DEFAULT_PORT})")
 
 
 def _run_mlflow_server(args: argparse.Namespace) -> int:
     import os
     import signal
     import subprocess
-    from pathlib import Path
 
-    from kdray.tracking.server import server_command, server_env
+    from kdray.tracking.server import check_address, server_command, server_env, store_folder
 
-    store = Path(args.store).resolve()
-    if not store.is_dir():
-        raise KdrayError(f"{store} is not a folder: pass --store DIR of an existing folder")
+    store = store_folder(args.store)
+    check_address(args.host, args.port)
     command = server_command(
         f"sqlite:///{store / 'mlflow.db'}", args.host, args.port, store / "mlartifacts"
     )

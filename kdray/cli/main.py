@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from kdray.cli.args import config_from_args
 from kdray.cli.config_file import apply_config_file
@@ -14,7 +15,15 @@ from kdray.cli.one_line_parser import EXIT_USAGE
 from kdray.cli.parser import study_parser
 from kdray.errors import KdrayError, TrackingUnreachableError
 from kdray.study.config import StudyConfig
-from kdray.study.designs import DEFAULT_SEARCH_TRIALS, DESIGNS, SMOKE_SEARCH_TRIALS
+from kdray.study.designs import (
+    ALL_KD_METHODS,
+    DEFAULT_SEARCH_TRIALS,
+    DESIGNS,
+    SMOKE_SEARCH_TRIALS,
+    StudyDesign,
+)
+from kdray.study.preflight import check_before_work
+from kdray.study.resume import check_resumable
 
 EXIT_INTERRUPTED = 130
 """Exit code of a study stopped by Ctrl-C (128 + SIGINT), resumable with --resume."""
@@ -42,11 +51,9 @@ def study_main(
         return EXIT_USAGE
     args = parser.parse_args(argv)
     try:
-        config = config_from_args(design, args)
+        config, plan = checked_config(design, args)
         if args.dry_run:
-            from kdray.study.plan import format_plan
-
-            print(format_plan(config))
+            print(plan)
             return 0
         if run is None and design.search:
             outcome = _run_search(config, args)
@@ -63,22 +70,52 @@ def study_main(
     return 0 if getattr(outcome, "failed", 0) == 0 else 1
 
 
+def checked_config(design: StudyDesign, args: argparse.Namespace) -> tuple[StudyConfig, str]:
+    """The study's config and plan after every check that runs nothing (kdray.study.preflight;
+    with --resume, kdray.study.resume); --dry-run makes those of the plan."""
+    config = config_from_args(design, args)
+    if design.search:
+        check_search_methods(config, args)
+    plan = check_before_work(config, dry_run=args.dry_run, search=design.search)
+    if config.resume and not args.dry_run:  # a search logs the config of its plans
+        check_resumable(config, partial(_search_plans, config, args) if design.search else None)
+    return config, plan
+
+
 def _run_search(config: StudyConfig, args: argparse.Namespace):
     """The optimal-settings search of the design, sized by --smoke/--num-samples."""
-    from kdray.study.search import SearchConfig, run_search  # Ray, Optuna: valid input only
+    from kdray.study.search import run_search  # Ray, Optuna: valid input only
+
+    return run_search(config, _search_config(config, args))
+
+
+def _search_config(config: StudyConfig, args: argparse.Namespace):
+    """The search's SearchConfig from the flags."""
+    from kdray.study.search import SearchConfig
 
     trials = SMOKE_SEARCH_TRIALS if args.smoke else DEFAULT_SEARCH_TRIALS
     chosen = {"methods": args.methods, "noise_sigmas": args.noise_sigmas}
-    search = SearchConfig(
+    return SearchConfig(
         num_samples=args.num_samples or trials,
         score_items=min(SearchConfig.score_items, config.eval.max_items),
         search_seeds=args.search_seeds or default_search_seeds(config, args.smoke),
         confirm_seeds=args.confirm_seeds,
         **{k: v for k, v in chosen.items() if v},
     )
-    for method in search.methods:  # every method the search may sample, checked at the door
+
+
+def _search_plans(config: StudyConfig, args: argparse.Namespace) -> StudyConfig:
+    """The config a search's preparation logs on its parent run (kdray.study.search)."""
+    from kdray.study.search import search_plans
+
+    return search_plans(config, _search_config(config, args))
+
+
+def check_search_methods(config: StudyConfig, args: argparse.Namespace) -> None:
+    """Every method the search may sample (--methods, else every KD method) takes the KD
+    flags (skew alpha = 1 would make the skew KLs zero)."""
+    for method in args.methods or ALL_KD_METHODS:
         dataclasses.replace(config.kd, method=method)
-    return run_search(config, search)
 
 
 def default_search_seeds(config: StudyConfig, smoke: bool) -> int:

@@ -6,8 +6,9 @@ import argparse
 from collections.abc import Callable
 
 from kdray.cli.config_file import add_config_flag
-from kdray.cli.one_line_parser import OneLineParser
+from kdray.cli.one_line_parser import OneLineParser, count
 from kdray.config.run import DECODING, FINETUNE_MODES, METHODS, TEACHER_PLACEMENTS
+from kdray.study.config import LOG_MODELS
 from kdray.study.designs import DEFAULT_SEARCH_TRIALS, StudyDesign
 from kdray.study.presets import PRESETS
 
@@ -113,14 +114,14 @@ def _grid_flags(parser: OneLineParser, design: StudyDesign) -> None:
     if design.search:
         parser.add_argument(
             "--search-seeds",
-            type=int,
+            type=count,
             help="seeds each Optuna trial trains its setting with; its value is their mean "
             "validation score, and ASHA stops no trial when k > 1 (default 2 on the tiny "
             "preset, 1 with --smoke and on paper)",
         )
         parser.add_argument(
             "--confirm-seeds",
-            type=int,
+            type=count,
             default=1,
             help="train each student's pick again until it has N seeds and report the test "
             "mean and 95%% CI (default 1: the search's own runs only)",
@@ -224,6 +225,13 @@ def _tracking_and_folder_flags(parser: OneLineParser) -> None:
         help="seconds to wait for an unreachable tracking server before stopping (600)",
     )
     parser.add_argument("--experiment", help="MLflow experiment name (default kdray-<study>)")
+    parser.add_argument(
+        "--log-models",
+        choices=LOG_MODELS,
+        help="trained students as MLflow models: all (every trial's; default on the tiny "
+        "preset), picks (only optimal.py's picks, registered in the model registry; default on "
+        "paper; grid studies then log none) or none",
+    )
     parser.add_argument(
         "--cache-dir", help="worlds, teachers, Ray results (default $KDRAY_CACHE or ~/.cache/kdray)"
     )

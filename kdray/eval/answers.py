@@ -128,3 +128,23 @@ def answers_match(kind: str, predicted: str | None, gold: str) -> bool:
             return False
         return same_number(value, float(canonical_gold))
     return predicted.strip() == canonical_gold
+
+
+ROUGE = "rouge_l"
+_CHOICE_GOLD = re.compile(r"(solution|answer|option|ending)[1-5]")
+
+
+def answer_kind(domain: str, gold: str) -> str:
+    """How an item is scored: ROUGE-L for instruction following, else the study's extraction
+    rule that its gold answer's form calls for (a number, an A-E letter, true/false, or a
+    `solutionN`/`answerN`/`optionN`/`endingN` token)."""
+    if domain == "instruction":
+        return ROUGE
+    text = gold.strip()
+    if match := _CHOICE_GOLD.fullmatch(text):
+        return match.group(1)
+    if text in ("true", "false"):
+        return "boolean"
+    if text in ("A", "B", "C", "D", "E"):
+        return "letter"
+    return "number"

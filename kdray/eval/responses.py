@@ -4,7 +4,6 @@ and the teacher-student agreement and BLEU reasoning fidelity of the study."""
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -15,11 +14,8 @@ from transformers import PreTrainedTokenizerBase
 
 from kdray.config.run import EvalConfig
 from kdray.data.prompts import format_prompt
-from kdray.eval.answers import answers_match, extract_answer
+from kdray.eval.answers import ROUGE, answer_kind, answers_match, extract_answer
 from kdray.eval.rouge import rouge_l
-
-ROUGE = "rouge_l"
-_CHOICE_GOLD = re.compile(r"(solution|answer|option|ending)[1-5]")
 
 
 @dataclass(frozen=True)
@@ -35,22 +31,6 @@ class Prediction:
     score: float
     """100 or 0 for an answer that is or is not correct; ROUGE-L F (0-100) for instruction
     following."""
-
-
-def answer_kind(domain: str, gold: str) -> str:
-    """How an item is scored: ROUGE-L for instruction following, else the study's extraction
-    rule that its gold answer's form calls for (a number, an A-E letter, true/false, or a
-    `solutionN`/`answerN`/`optionN`/`endingN` token)."""
-    if domain == "instruction":
-        return ROUGE
-    text = gold.strip()
-    if match := _CHOICE_GOLD.fullmatch(text):
-        return match.group(1)
-    if text in ("true", "false"):
-        return "boolean"
-    if text in ("A", "B", "C", "D", "E"):
-        return "letter"
-    return "number"
 
 
 @torch.no_grad()

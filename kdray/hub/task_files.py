@@ -141,10 +141,13 @@ def _check_limit(limit: int | None) -> None:
         raise ConfigError(f"limit must be a positive number of items, not {limit!r}")
 
 
-def _data_root(data_dir: str | Path) -> Path:
+def data_root(data_dir: str | Path, fix: str = _FIX_DIR) -> Path:
+    """The data folder; ConfigError (one line, with `fix`) if it does not exist or is a file."""
     root = Path(data_dir).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"data directory {root} is a file, not a folder: {fix}")
     if not root.is_dir():
-        raise ConfigError(f"data directory {root} does not exist: {_FIX_DIR}")
+        raise ConfigError(f"data directory {root} does not exist: {fix}")
     return root
 
 
@@ -171,7 +174,7 @@ def _file_names(spec: TaskSpec, split: str) -> list[str]:
 
 def find_task_file(spec: TaskSpec, data_dir: str | Path, split: str = "test") -> Path:
     """The local file of a task's split under `data_dir`; ConfigError saying where it looked."""
-    root = _data_root(data_dir)
+    root = data_root(data_dir)
     folder = _task_folder(spec, root)
     if folder is None:
         raise ConfigError(
@@ -315,7 +318,7 @@ def _train_record(spec: TrainSetSpec, row: Any, index: int, where: str) -> dict[
 
 
 def _find_train_file(spec: TrainSetSpec, data_dir: str | Path) -> Path:
-    root = _data_root(data_dir)
+    root = data_root(data_dir)
     for path in (root / spec.file, root / spec.name / spec.file):
         if path.is_file():
             return path
@@ -418,7 +421,7 @@ def check_task_folder(data_dir: str | Path) -> list[dict[str, Any]]:
     `rationale_agrees`: how many `output` rationales yield the gold answer under the study's
     extraction rule (LLM-Adapters' outputs are machine-written and sometimes wrong). A task
     without files is reported as missing, a bad file as an error; neither raises."""
-    root = _data_root(data_dir)
+    root = data_root(data_dir)
     return [
         _check_one(spec, root) for spec in (*EVAL_TASKS.values(), *INSTRUCTION_EVAL_TASKS.values())
     ]

@@ -17,7 +17,7 @@ from pathlib import Path
 from kdray.cache import build_once, content_key
 from kdray.console import say
 from kdray.errors import ConfigError
-from kdray.eval.answers import parse_gold
+from kdray.eval.answers import ROUGE, answer_kind, parse_gold
 from kdray.hub.task_files import load_task, load_train_set
 from kdray.hub.tasks import tasks_for_domain
 from kdray.hub.zoo import HUB_MODELS, HubModel, hub_model
@@ -65,46 +65,66 @@ class HubWorld:
         return json.loads((self.root / "world.json").read_text())["tasks"]
 
 
-def build_hub_world(
-    domain: str,
-    cache_dir: Path,
-    data_dir: str | None = None,
-    validation_items: int = 500,
-    seed: int = 6,
-    eval_limit: int | None = None,
-) -> tuple[HubWorld, bool]:
+@dataclass(frozen=True)
+class HubData:
+    """What names and builds a domain's data folder."""
+
+    domain: str  # math | commonsense | instruction
+    data_dir: str | None = None  # LLM-Adapters / MiniLLM files; None reads the hub
+    validation_items: int = 500  # held out of the train set for validation
+    seed: int = 6  # of the hold-out split
+    eval_limit: int | None = None  # test items per task; None keeps all
+
+    def source(self) -> str:
+        """Where the data comes from: the data folder's absolute path, or the hub."""
+        return str(Path(self.data_dir).resolve()) if self.data_dir else "hub"
+
+
+def hub_data_folder(spec: HubData, cache_dir: Path) -> Path:
+    """The cache folder of a domain's data, named by what produces it."""
+    key = content_key(
+        DATA_VERSION, spec.domain, spec.source(), spec.validation_items, spec.seed, spec.eval_limit
+    )
+    return cache_dir / "hub_data" / f"{spec.domain}-{key}"
+
+
+def domain_records(spec: HubData) -> dict[str, list[dict[str, str]]]:
+    """The domain's train, validation and test records from `data_dir` or the hub, every
+    file read and checked (ConfigError naming the file and record); writes nothing."""
+    train = load_train_set(TRAIN_SET_OF_DOMAIN[spec.domain], spec.data_dir)
+    test = []
+    for task in tasks_for_domain(spec.domain):
+        test += load_task(task, spec.data_dir, limit=spec.eval_limit)
+    train, validation = hold_out(train, spec.domain, spec.validation_items, spec.seed)
+    return {"train": train, "validation": validation, "test": test}
+
+
+def build_hub_world(spec: HubData, cache_dir: Path) -> tuple[HubWorld, bool]:
     """The domain's data folder from `data_dir` (LLM-Adapters / MiniLLM files) or the hub,
     cached by what produced it; returns (world, built_now)."""
-    source = str(Path(data_dir).resolve()) if data_dir else "hub"
-    key = content_key(DATA_VERSION, domain, source, validation_items, seed, eval_limit)
-    folder = cache_dir / "hub_data" / f"{domain}-{key}"
+    folder = hub_data_folder(spec, cache_dir)
 
     def build(staging: Path) -> None:
-        train = load_train_set(TRAIN_SET_OF_DOMAIN[domain], data_dir)
-        train, validation = hold_out(train, domain, validation_items, seed)
-        test = []
-        for spec in tasks_for_domain(domain):
-            test += load_task(spec, data_dir, limit=eval_limit)
+        records = domain_records(spec)
         (staging / "data").mkdir(parents=True)
-        for name, records in (("train", train), ("validation", validation), ("test", test)):
-            (staging / "data" / f"{name}.json").write_text(json.dumps(records))
+        for name, split in records.items():
+            (staging / "data" / f"{name}.json").write_text(json.dumps(split))
         manifest = {
-            "domain": domain,
-            "source": source,
-            "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
-            "tasks": list(dict.fromkeys(r["task"] for r in test)),
+            "domain": spec.domain,
+            "source": spec.source(),
+            "sizes": {name: len(split) for name, split in records.items()},
+            "tasks": list(dict.fromkeys(r["task"] for r in records["test"])),
         }
         (staging / "world.json").write_text(json.dumps(manifest, indent=1))
 
     root, built = build_once(folder, build, verify=True, on_rebuild=say)
-    return HubWorld(root, domain), built
+    return HubWorld(root, spec.domain), built
 
 
 def hold_out(
     records: list[dict[str, str]], domain: str, count: int, seed: int
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(train, validation): `count` seeded items with a usable gold answer held out."""
-    from kdray.eval.responses import ROUGE, answer_kind
 
     def scorable(record: dict[str, str]) -> bool:
         kind = answer_kind(domain, record.get("answer", ""))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from kdray.cache import default_cache_dir
 from kdray.config.pretrain import PretrainConfig
 from kdray.config.run import TEACHER_KINDS, EvalConfig, KDConfig, TrainConfig, _check
+from kdray.hub.task_files import data_root
 from kdray.hub.zoo import check_pair, hub_model
 from kdray.world.domains import WorldConfig, check_domain, domain_of
 from kdray.world.synthetic_math import MathWorldConfig
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     pass
 
 ZOOS = ("tiny", "hub")
+LOG_MODELS = ("all", "picks", "none")
+"""--log-models: every trial's student as an MLflow model, only optimal.py's picks, or none."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,10 @@ class StudyConfig:
     MLflow run; 0: off. Short, since tiny trials last about a minute."""
     results_dir: str = "results"
     """Where the results table and figure are written (also logged to MLflow)."""
+    log_models: str = "all"
+    """Trained students logged as MLflow models: `all` (every trial's; the tiny world's are
+    kilobytes), `picks` (optimal.py's picks only, then registered; grid studies log none) or
+    `none`. optimal.py registers its picks unless `none`."""
 
     def __post_init__(self) -> None:
         _check(
@@ -100,14 +107,14 @@ class StudyConfig:
             f"--system-metrics-seconds must be >= 0 (0: off), got {self.system_metrics_seconds:g}",
         )
         _check(
+            self.log_models in LOG_MODELS,
+            f"--log-models must be one of {', '.join(LOG_MODELS)}, got {self.log_models!r}",
+        )
+        _check(
             self.max_concurrent is None or self.max_concurrent >= 1,
             f"--max-concurrent must be >= 1, got {self.max_concurrent}",
         )
-        _check(
-            self.experiment is None or self.experiment.strip() != "",
-            "--experiment is empty: give the MLflow experiment a name, or omit the flag for "
-            f"kdray-{self.name}",
-        )
+        self._check_texts()
         for flag, values in (
             ("--temperatures", self.temperatures), ("--noise-sigmas", self.noise_sigmas),
             ("--seeds", self.seeds), ("--methods", self.methods), ("--students", self.students),
@@ -134,11 +141,8 @@ class StudyConfig:
                 kind in TEACHER_KINDS,
                 f"unknown teacher kind {kind!r}: choose one of {', '.join(TEACHER_KINDS)}",
             )
-        _check(
-            self.data_dir is None or Path(self.data_dir).is_dir(),
-            f"data directory {self.data_dir} does not exist: pass the folder holding the "
-            "LLM-Adapters dataset folders, or omit --data-dir to use the hub",
-        )
+        if self.data_dir is not None:
+            data_root(self.data_dir)  # a folder, not missing, not a file
         if self.zoo == "tiny":
             _check(self.data_dir is None, "--data-dir is for the paper preset's real data")
             _check(self.world is not None, "the tiny zoo needs a world config")
@@ -171,6 +175,21 @@ class StudyConfig:
             _check(len(values) > 0, f"no {label} given: pass at least one")
         _check("sft" not in self.methods, "sft is always run per student; list only KD methods")
         self.kd_settings()  # validates every (method, T, sigma) of the grid
+
+    def _check_texts(self) -> None:
+        """Names and paths given as empty text: refused, not silently the default."""
+        defaults = {
+            "--experiment": (self.experiment, f"kdray-{self.name}"),
+            "--tracking-uri": (self.tracking_uri, "$MLFLOW_TRACKING_URI or ./mlflow.db"),
+            "--cache-dir": (self.cache_dir, "$KDRAY_CACHE or ~/.cache/kdray"),
+            "--results-dir": (self.results_dir, f"results/{self.name}"),
+            "--data-dir": (self.data_dir, "the hub"),
+        }
+        for flag, (value, default) in defaults.items():
+            _check(
+                value is None or value.strip() != "",
+                f"{flag} is empty: give it a value, or omit the flag for its default ({default})",
+            )
 
     def teacher_student_pairs(self) -> list[tuple[str, str]]:
         if self.pairs:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kdray.errors import ConfigError
 from kdray.study.config import StudyConfig
 
 DEFAULT_SEARCH_TRIALS = 7
@@ -64,6 +65,12 @@ def _student_size(config: StudyConfig, smoke: bool) -> dict[str, Any]:
 
         order = list(family_models(config.family))  # the zoo lists each family by size
         fields["students"] = tuple(order[: order.index(config.teacher)])
+        if not fields["students"]:
+            raise ConfigError(
+                f"no model of the {config.family} family is smaller than the teacher "
+                f"{config.teacher}: pass a larger --teacher ({', '.join(order[1:])}) or "
+                "--students"
+            )
     else:  # per family, its largest teacher (or the one --teacher kept) and all its students
         from kdray.hub.zoo import hub_model
 

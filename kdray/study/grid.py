@@ -55,7 +55,10 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         name = f"{config.name}-{study.parent_id[:8]}"
         tuner = tune.Tuner(
             tune.with_resources(run_trial, driver_resources()),
-            param_space={"plan": tune.grid_search(trials), "study": study.context()},
+            param_space={
+                "plan": tune.grid_search(trials),
+                "study": {**study.context(), "log_models": config.log_models},
+            },
             # A finished trial's driver process takes the next trial: no new process, no
             # second import of torch, transformers and MLflow per trial.
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),

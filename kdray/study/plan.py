@@ -158,13 +158,38 @@ def layout_needed(
     """The layout one hub trial takes; ConfigError (one line) when not even 8 GPUs hold it."""
     plan = trial_layout(config, student, teacher, gpu_memory_gib)
     if plan is None:
-        pair = f"{teacher} -> {student}" if teacher else student
-        raise ConfigError(
-            f"{pair} does not fit on 8 x {gpu_memory_gib:g} GiB GPUs with teacher placement "
-            f"{config.kd.teacher_placement} (estimate): try --teacher-placement zero3 or actor, "
-            "or leave this pair out (--teacher/--students)"
-        )
+        raise _does_not_fit(config, student, teacher, gpu_memory_gib)
     return plan
+
+
+def _does_not_fit(
+    config: StudyConfig, student: str, teacher: str | None, gpu_memory_gib: float
+) -> ConfigError:
+    pair = f"{teacher} -> {student}" if teacher else student
+    return ConfigError(
+        f"{pair} does not fit on 8 x {gpu_memory_gib:g} GiB GPUs with teacher placement "
+        f"{config.kd.teacher_placement} (estimate): try --teacher-placement zero3 or actor, "
+        "or leave this pair out (--teacher/--students)"
+    )
+
+
+def check_plan(config: StudyConfig, gpu_memory_gib: float = GPU_MEMORY_GIB) -> list[PairPlan]:
+    """What preparing the study would refuse after minutes of work, refused before any (the
+    dry-run plan shows each as a note): a hub teacher's fine-tuning, a teacher cache's forward
+    or a trial that 8 GPUs do not hold. Teacher signals that cannot be (gkd's on-policy
+    batches from a cache) are refused by plan_pairs itself. Returns the plan's rows."""
+    rows = plan_pairs(config, gpu_memory_gib)
+    if not _hub(config):
+        return rows
+    for teacher in config.teachers():
+        if "task-aware" in config.teacher_kinds:
+            layout_needed(config, teacher, None, gpu_memory_gib)
+        if any(kind in CACHED for kind in teacher_signals(config, teacher)):
+            cache_build_gpus(config, teacher, gpu_memory_gib)
+    for row in rows:
+        if row.gpus_per_trial is None:
+            raise _does_not_fit(config, row.student, row.teacher, gpu_memory_gib)
+    return rows
 
 
 def steps_per_trial(config: StudyConfig) -> int | None:

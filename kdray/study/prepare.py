@@ -19,6 +19,7 @@ from kdray.hub.zoo import check_pair
 from kdray.study.bases import init_dir, prepare_bases
 from kdray.study.config import StudyConfig
 from kdray.study.plan import cache_build_gpus, layout_needed
+from kdray.study.preflight import hub_data_spec
 from kdray.study.runtime import PhaseClock, connect_ray
 from kdray.study.side_runs import TeacherRuns
 from kdray.study.teacher_signals import attach_teacher_signals
@@ -224,13 +225,7 @@ def _world(config: StudyConfig, cache_root: Path) -> World | HubWorld:
     if config.zoo == "hub":
         source = config.data_dir or "the Hugging Face hub"
         say(f"preparing the {config.domain} data from {source} (cached)")
-        world, built = build_hub_world(
-            config.domain,
-            cache_root,
-            config.data_dir,
-            config.validation_items or 500,
-            config.student_train.seed,
-        )
+        world, built = build_hub_world(hub_data_spec(config), config.cache_root())
         say(f"{config.domain} data {'built' if built else 'reused'}: {world.root}")
         return world
     world, built = build_world(config.world, cache_root, config.family)

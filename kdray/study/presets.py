@@ -139,6 +139,7 @@ def paper(
         student_train=train,
         eval=PAPER_EVAL,
         validation_items=PAPER_VALIDATION_ITEMS,
+        log_models="picks",  # students of billions of parameters: only the picks are kept
         results_dir=f"results/{name}-paper",
     )
 

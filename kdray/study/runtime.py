@@ -18,11 +18,10 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from kdray.console import say
-from kdray.errors import KdrayError
 from kdray.study.config import StudyConfig
+from kdray.study.resume import find_unfinished_study  # noqa: F401 (grid, search)
 from kdray.tracking.outage import StudyOutage
 from kdray.tracking.runs import PARENT_TAG, RUN_NAME_TAG
-from kdray.tracking.stores import missing_sqlite_store
 from kdray.trial.driver import DRIVER_CPUS, FAILURE_TAG
 
 
@@ -164,31 +163,6 @@ def deliver_kept_results(outage: StudyOutage, client: MlflowClient) -> None:
     """--resume after a tracking outage: send what the stopped study kept, first."""
     if delivered := outage.deliver_kept(client):
         say(f"delivered the results of {delivered} trials kept while the server was away")
-
-
-def find_unfinished_study(config: StudyConfig, uri: str):
-    """The latest parent run of this study in its experiment that did not finish."""
-    # Opening a SQLite store creates it: a store that does not exist has nothing to resume.
-    missing = missing_sqlite_store(uri)
-    client = None if missing else MlflowClient(uri)
-    experiment = None if missing else client.get_experiment_by_name(config.experiment_name)
-    runs = []
-    if experiment is not None:
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`kdray.role` = 'study' and tags.`kdray.study` = '{config.name}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=50,
-        )
-    # A study whose trials all ended logged `trials`; one that stopped early did not.
-    unfinished = [r for r in runs if "trials" not in r.data.metrics]
-    if not unfinished:
-        raise KdrayError(
-            f"no unfinished run of study {config.name!r} in experiment "
-            f"{config.experiment_name!r} at {uri}: nothing to "
-            "resume; run the study without --resume (or pass its --experiment/--tracking-uri)"
-        )
-    return unfinished[0]
 
 
 TUNE_PATH_TAG = "kdray.tune_path"

@@ -32,6 +32,7 @@ from kdray.console import say
 from kdray.errors import KdrayError
 from kdray.study.config import StudyConfig
 from kdray.study.designs import ALL_KD_METHODS, DEFAULT_SEARCH_TRIALS
+from kdray.study.picks import register_picks
 from kdray.study.plan import steps_per_trial
 from kdray.study.prepare import prepare_study
 from kdray.study.runtime import (
@@ -232,7 +233,11 @@ def run_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
     study.client.set_tag(study.parent_id, "kdray.optuna_storage", storage)
     # What --resume needs to rebuild the trainable without preparing the study again.
     state = {
-        "context": {**study.context(), "search_seeds": search.search_seeds},
+        "context": {
+            **study.context(),
+            "search_seeds": search.search_seeds,
+            "log_models": config.log_models,
+        },
         "templates": templates,
         "names": {s: f"{config.name}-{study.parent_id[:8]}-{s}" for s in templates},
         "optuna_storage": storage,
@@ -442,7 +447,9 @@ def best_settings(client, parent_id: str, storage: str, names: dict[str, str]) -
                            test_sd=statistics.stdev(scores))  # fmt: skip
             if len(ranked) > 1:
                 row.update(_runner_up(best_runs, ranked[1][1]))
-            row["run_id"] = best_runs[0].info.run_id
+            # The pick's run: its seed 0 (or first seed), the one registered as its model.
+            first = min(best_runs, key=lambda r: int(r.data.params.get("seed", 0)))
+            row["run_id"] = first.info.run_id
         importances = _importances(storage, names.get(student))
         row["importances"] = ", ".join(f"{k} {v:.2f}" for k, v in importances.items())
         rows.append(row)
@@ -511,6 +518,7 @@ def _summarise(config, client, tracking_uri, parent_id, state, failed) -> StudyO
     client.set_terminated(parent_id, RunStatus.to_string(status))
     say("best settings per student size (validation picks, test reported):\n" + markdown)
     say(f"written to {results_dir.resolve()}/best_settings.md (and .csv)")
+    register_picks(config, tracking_uri, parent_id, table, sample_name)
     print(browse_hint(tracking_uri, parent_id), flush=True)
     return StudyOutcome(
         tracking_uri, parent.info.experiment_id, parent_id, trials, failed, results_dir

@@ -4,10 +4,8 @@ and a small logger that Train workers use to write curves, metrics and artifacts
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
-import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -17,7 +15,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from kdray.errors import KdrayError
-from kdray.tracking.stores import sqlite_path
+from kdray.tracking.stores import resolve_tracking_uri, sqlite_path  # noqa: F401 (kdray's API)
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
@@ -40,26 +38,6 @@ _MAX_PARAM_LENGTH = 6000
 def mark_failed(client, run_id: str) -> None:
     """Close a run FAILED (the one way kdray ends a run that did not finish)."""
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-
-
-def resolve_tracking_uri(flag: str | None = None) -> str:
-    """--tracking-uri, else MLFLOW_TRACKING_URI, else a SQLite file in the working directory."""
-    uri = flag or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        uri = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-        if "working_dir_files" in Path.cwd().parts:
-            print(
-                "[kdray] warning: this Ray job's working directory is a temporary copy, so the "
-                "default ./mlflow.db goes with it; pass --tracking-uri sqlite:////abs/mlflow.db "
-                "or set MLFLOW_TRACKING_URI on the cluster",
-                file=sys.stderr,
-            )
-    if "://" not in uri and not uri.startswith("databricks"):
-        raise KdrayError(
-            f"invalid tracking URI {uri!r}: use sqlite:///path/mlflow.db, http://host:port "
-            "or file:///path"
-        )
-    return uri
 
 
 def artifact_root_for(uri: str) -> str | None:

@@ -19,9 +19,19 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from kdray.config.run import flatten
 from kdray.config.run_spec import RunSpec
+from kdray.console import say
 from kdray.errors import TrackingUnreachableError
+from kdray.eval.evaluate import PREDICTIONS_FILE
 from kdray.tracking.datasets import log_splits
-from kdray.tracking.outage import StudyOutage, UnsentOps, bound_http_retries, wait_for_tracking
+from kdray.tracking.models import MODEL_ERROR_TAG, MODEL_FOLDER_TAG, log_student
+from kdray.tracking.outage import (
+    UNSENT_DIR,
+    StudyOutage,
+    UnsentOps,
+    bound_http_retries,
+    is_unreachable,
+    wait_for_tracking,
+)
 from kdray.tracking.runs import (
     PARENT_TAG,
     RUN_NAME_TAG,
@@ -160,6 +170,7 @@ def _run_trial(study: dict[str, Any], plan: dict[str, Any], outage: StudyOutage)
         for logger in loggers:
             waiting("marking the trial failed", partial(_mark_failed, client, logger, reason))
         raise
+    log_all = study.get("log_models") == "all"  # else the search logs its picks, or none
     for position, i in enumerate(todo):
         output = run_output(folder, position)
         if reason := _run_failure(output):
@@ -168,7 +179,7 @@ def _run_trial(study: dict[str, Any], plan: dict[str, Any], outage: StudyOutage)
             )
             failures.append(reason)
             continue
-        _finish_run(client, waiting, outage, members[i], loggers[position].run_id, output)
+        _finish_run(client, waiting, outage, members[i], loggers[position].run_id, output, log_all)
     if len(members) > 1:  # the setting's result for Tune: its runs' mean
         ray.tune.report(_mean_metrics([client.get_run(run.info.run_id) for run in runs]))
     if failures:
@@ -183,15 +194,19 @@ def _run_failure(output: Path) -> str | None:
     return _failure_reason(NonFiniteLossError(json.loads(failure.read_text())["reason"]))
 
 
-def _finish_run(client, waiting, outage: StudyOutage, plan: dict, run_id: str, output: Path):
-    """Send what rank 0 could not send during an outage and close the run FINISHED; kept on
-    disk for --resume when the server stays away."""
+def _finish_run(
+    client, waiting, outage: StudyOutage, plan: dict, run_id: str, output: Path, log_model: bool
+):
+    """Send what rank 0 could not send during an outage, record the run's student (logged as
+    its MLflow model when `log_model`) and close the run FINISHED; kept on disk for --resume
+    when the server stays away."""
     unsent = UnsentOps(output)
     try:
         waiting(
             "sending the trial's results",
             lambda: (
                 unsent.deliver(client, run_id),
+                _record_student(client, run_id, output, log_model),
                 client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED)),
             ),
         )
@@ -199,6 +214,33 @@ def _finish_run(client, waiting, outage: StudyOutage, plan: dict, run_id: str, o
         metrics = json.loads((output / METRICS_FILE).read_text())
         outage.keep(plan["key"], run_id, unsent, metrics)
         raise
+
+
+NOT_MODEL_FILES = (METRICS_FILE, PREDICTIONS_FILE, FAILURE_FILE, UNSENT_DIR)
+"""What a run's output folder holds besides its exported student."""
+
+
+def log_run_student(tracking_uri: str, run_id: str, output: Path) -> str:
+    """The student a run exported and evaluated (`output`: its Hugging Face folder, beside the
+    run's records) logged as the run's MLflow model at the run's last step; its model id."""
+    step = json.loads((output / METRICS_FILE).read_text())["step"]
+    return log_student(tracking_uri, run_id, output, NOT_MODEL_FILES, step)
+
+
+def _record_student(client: MlflowClient, run_id: str, output: Path, log_model: bool) -> None:
+    """Tag where the run's student folder is; log it when asked. A student that cannot be
+    logged is a tag and a line, not a failed trial (its results are all there)."""
+    client.set_tag(run_id, MODEL_FOLDER_TAG, str(output))
+    if not log_model:
+        return
+    try:
+        log_run_student(client.tracking_uri, run_id, output)
+    except Exception as error:
+        if is_unreachable(error):
+            raise
+        reason = _failure_reason(error)
+        client.set_tag(run_id, MODEL_ERROR_TAG, reason)
+        say(f"run {run_id}: its student was not logged as an MLflow model: {reason}")
 
 
 def _mean_metrics(runs) -> dict[str, float]:

@@ -1,13 +1,15 @@
-"""Bad input to the study script: one line naming the problem, exit code 2, before any
-trial runs or anything is written to MLflow."""
+"""Bad input to the study scripts, by the classes of issue 22 (checks that used to wait for
+first use, flags no check looked at, one line but the wrong one): one line naming the problem,
+exit code 2, no traceback, nothing run or written (tests/refusals.py runs every case through
+its script in a fresh folder that is also its HOME)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from refusals import Case, assert_refused, case_env, case_ids, refuse_all, stored_study
 
 from kdray.cli.args import config_from_flags
 from kdray.cli.main import study_main
@@ -148,39 +150,119 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize(("flags", "message", "prepare"), BAD_INPUT)
-def test_bad_input_is_one_line_and_exit_2_before_anything_runs(flags, message, prepare, tmp_path):
-    if prepare:
-        prepare(tmp_path)
-    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
-    cache = tmp_path / "cache"
-    if "--cache-dir" not in flags:
-        flags += ["--cache-dir", str(cache)]
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, cwd=tmp_path,
-        timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert not list(tmp_path.rglob("*.db"))  # nothing written to MLflow (or Optuna)
-    assert not (cache / "ray_results").exists() and not (cache / "teachers").exists()
-    if "--data-dir" not in flags:  # only reading a data folder builds anything at all
-        assert not cache.exists()
+def _hf_cache(*hub_ids: str):
+    """Models in the case's Hugging Face cache, as far as HF_HUB_OFFLINE looks (config.json)."""
+
+    def prepare(tmp: Path) -> None:
+        for hub_id in hub_ids:
+            model = tmp / ".cache" / "huggingface" / "hub" / f"models--{hub_id.replace('/', '--')}"
+            (model / "refs").mkdir(parents=True)
+            (model / "refs" / "main").write_text("0" * 40)
+            (model / "snapshots" / ("0" * 40)).mkdir(parents=True)
+            (model / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+
+    return prepare
 
 
-def test_the_search_refuses_skew_alpha_one_before_anything_runs(tmp_path):
-    """optimal.py samples skew_fkl and skew_rkl: alpha = 1 is refused at the door there too."""
-    script = SCRIPT.parent / "optimal.py"
-    flags = ["--smoke", "--skew-alpha", "1", "--cache-dir", str(tmp_path / "cache")]
+def _stored_study(*flags: str):
+    """An interrupted temperature study in the case's ./mlflow.db, run with FLAGS."""
+    return lambda tmp: stored_study(tmp, *flags)
+
+
+PAPER_PAIR = ["--preset", "paper", "--family", "qwen", "--teacher", "qwen2.5-1.5b",
+              "--students", "qwen2.5-0.5b"]  # fmt: skip
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
+HUB_DOWN = "Hugging Face hub (http://127.0.0.1:9) does not answer"
+# The classes of issue 22, each refused before anything runs.
+CHECKED_LATE = [  # checks that ran only when first needed, after minutes of work
+    Case(
+        "temperature",
+        ["--methods", "gkd", "--on-policy-fraction", "0.5", "--teacher-signal", "cache"],
+        "teacher_signal=cache is not possible here",
+    ),
+    Case(
+        "temperature",
+        ["--preset", "paper"],
+        "does not fit on 8 x 80 GiB GPUs with teacher placement",
+    ),
+    Case("temperature", PAPER_PAIR, HUB_DOWN),
+    Case("paper", [], HUB_DOWN),
+    Case("temperature", PAPER_PAIR, "HF_HUB_OFFLINE is set and Qwen/Qwen2.5-1.5B", env=OFFLINE),
+    Case("temperature", ["--use-gpu"], "trains on GPUs (1 per trial) and would start a Ray"),
+    Case(
+        "temperature",
+        PAPER_PAIR,
+        "trains on GPUs (1 per trial)",
+        _hf_cache("Qwen/Qwen2.5-1.5B", "Qwen/Qwen2.5-0.5B"),
+        env=OFFLINE,
+    ),
+    Case("optimal", ["--skew-alpha", "1", "--dry-run"], "skew_alpha = 1 makes skew_fkl zero"),
+    Case("optimal", ["--smoke", "--skew-alpha", "1"], "skew_alpha = 1 makes skew_fkl zero"),
+    Case(
+        "temperature",
+        ["--resume", "--temperatures", "1,2", "--seeds", "0"],
+        "ran another grid (seeds (0, 1, 2) then, (0,) now; temperatures (1.0, 2.0, 5.0) then",
+        _stored_study(),
+    ),
+    Case(
+        "temperature",
+        ["--resume", "--run-per-seed"],
+        "seeds_share_run True then, False now",
+        _stored_study(),
+    ),
+]
+UNCHECKED = [  # flags that had no check at all
+    Case("temperature", ["--cache-dir", ""], "--cache-dir is empty"),
+    Case("temperature", ["--results-dir", ""], "--results-dir is empty"),
+    Case("temperature", ["--tracking-uri", ""], "--tracking-uri is empty"),
+    Case("temperature", ["--preset", "paper", "--data-dir", ""], "--data-dir is empty"),
+    Case("optimal", ["--search-seeds", "0"], "argument --search-seeds: must be >= 1"),
+    Case("optimal", ["--confirm-seeds", "-1"], "argument --confirm-seeds: must be >= 1"),
+    Case("optimal", ["--seeds", "0,1"], "--seeds: the search samples T"),
+    Case("optimal", ["--temperatures", "1,2"], "--temperatures: the search samples T"),
+]
+WRONG_LINE = [  # one line, but it named another problem
+    Case(
+        "student_size",
+        ["--teacher", "tiny-qwen2-xs"],
+        "no model of the qwen family is smaller than the teacher tiny-qwen2-xs",
+    ),
+    Case(
+        "temperature",
+        ["--preset", "paper", "--data-dir", "{tmp}/afile"],
+        "is a file, not a folder",
+        _file("afile", ""),
+    ),
+]
+EVERY_SCRIPT = [  # every study script takes the same checks
+    Case(script, ["--temperatures", "0"], "temperature must be > 0")
+    for script in ("noise", "methods", "student_size", "teacher_domain")
+]
+CASES = [Case("temperature", *case) for case in BAD_INPUT]
+CASES += CHECKED_LATE + UNCHECKED + WRONG_LINE + EVERY_SCRIPT
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    """Every case through its study script, each in a fresh folder (one interpreter)."""
+    return refuse_all(CASES, tmp_path_factory.mktemp("refusals"))
+
+
+@pytest.mark.parametrize("number", range(len(CASES)), ids=case_ids(CASES))
+def test_bad_input_is_one_line_and_exit_2_before_anything_runs(number, refusals):
+    """Exit 2, one stderr line naming the problem, no traceback, nothing written: no store,
+    cache, results, lock file or library cache, in the folder or its HOME."""
+    assert_refused(refusals[number], CASES[number].message)
+
+
+def test_the_study_script_refuses_as_a_process_of_its_own(tmp_path):
+    """The same refusal with the interpreter started as a user starts it."""
     result = subprocess.run(
-        [sys.executable, str(script), *flags], capture_output=True, text=True, cwd=tmp_path,
-        timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+        [sys.executable, str(SCRIPT), "--methods", "kd,distill"], capture_output=True,
+        text=True, cwd=tmp_path, timeout=120, env=case_env(tmp_path, {}),
     )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "skew_alpha = 1 makes skew_fkl zero" in lines[0], result.stderr
-    assert not list(tmp_path.rglob("*.db")) and not (tmp_path / "cache").exists()
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "unknown method 'distill'" in result.stderr and not list(tmp_path.iterdir())
 
 
 def test_the_bad_input_table_is_large():

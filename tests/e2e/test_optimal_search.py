@@ -78,6 +78,7 @@ def test_optimal_smoke_searches_resumes_and_reports_best_settings(tmp_path, shar
     with sqlite3.connect(tmp_path / "optuna.db") as db:
         (count,) = db.execute("select count(*) from trials").fetchone()
     assert count == 3
+    assert_picks_registered(tmp_path, result.stdout, rows, children)
 
 
 @pytest.mark.slow  # ~3 min: 2 trials x 2 seeds and a confirmation
@@ -112,3 +113,38 @@ def test_a_search_trial_is_the_mean_of_its_seeds(tmp_path, shared_cache):
     assert row["trials"] == "2" and row["stopped_early"] == "0" and row["seeds"] == "3"
     assert float(row["val_score"]) == pytest.approx(max(means))
     assert row["runner_up"] and row["distinguishable"] in ("yes", "no")
+    run = assert_picks_registered(tmp_path, result.stdout, [row], runs)
+    assert run.data.params["seed"] == "0"  # the pick's seed-0 run, not a confirmation
+
+
+def assert_picks_registered(workdir, stdout, rows, trial_runs):
+    """Each student's pick (best_settings.csv's run) is a version of `kdray-optimal-smoke-
+    <student>` in the model registry with its setting as tags, every completed trial run has
+    its student logged (--log-models all), and `python -m analysis best` prints how to load
+    the pick. The pick's run, of the last row."""
+    import contextlib
+    import io
+
+    from analysis.__main__ import main as analysis_main
+    from kdray.tracking.models import student_model_id
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    for run in trial_runs:  # a trial ASHA stopped exported nothing
+        logged = student_model_id(client, run.info.run_id) is not None
+        assert logged == ("score" in run.data.metrics), run.info.run_name
+    for row in rows:
+        name = f"kdray-optimal-smoke-{row['student']}"
+        (version,) = client.search_model_versions(f"name = '{name}'")
+        assert version.run_id == row["run_id"] and version.tags["method"] == row["method"]
+        assert version.tags["student"] == row["student"] and version.tags["setting"]
+        assert float(version.tags["val_score"]) == pytest.approx(float(row["val_score"]), 1e-3)
+        assert f"as MLflow model {name} version 1" in stdout
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert analysis_main(["best", "--experiment", "kdray-optimal-smoke",
+                                  "--tracking-uri", uri]) == 0  # fmt: skip
+        assert f"{row['student']}: {name} version 1" in out.getvalue()
+        assert f'mlflow.pyfunc.load_model("models:/{name}/1")' in out.getvalue()
+        assert f"runs:/{row['run_id']}/student/artifacts/hf_model" in out.getvalue()
+    return client.get_run(rows[-1]["run_id"])

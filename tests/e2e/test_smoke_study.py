@@ -1,37 +1,23 @@
 """The real path end to end on the tiny world: Ray Tune -> Ray Train -> DeepSpeed -> MLflow
--> analysis, through the study script as a user runs it (--smoke)."""
+-> analysis, through the study script as a user runs it (--smoke): the `smoke` fixture
+(conftest.py) is the session's one smoke study, submitted as a Ray job (test_ray_job.py)."""
 
 import json
 import subprocess
 import sys
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.loader import load_mlflow_results
-from conftest import free_port, run_study_script, wait_for_http
+from conftest import PLANTED_TOKEN, free_port, wait_for_http
 from kdray.tracking.server import server_command, server_env
 
 SMOKE_TRIALS = 2 * (1 + 2)  # 2 students x (sft + kd and revkd at one temperature)
-
-
-PLANTED_TOKEN = "hf_kdrayPlantedFakeToken0123456789"
-"""Set in the study's environment as HF_TOKEN and an AWS secret: it must never reach MLflow."""
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory, shared_cache):
-    workdir = tmp_path_factory.mktemp("smoke")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("HF_TOKEN", PLANTED_TOKEN)
-        env.setenv("AWS_SECRET_ACCESS_KEY", PLANTED_TOKEN)
-        result = run_study_script("--smoke", "--cache-dir", str(shared_cache), cwd=workdir)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"  # the embedded default: the working directory
-    return workdir, uri, result.stdout
 
 
 def _study_runs(uri):
@@ -149,6 +135,53 @@ def test_no_environment_secret_reaches_mlflow(smoke, tmp_path):
         for path in folder.rglob("*"):
             if path.is_file():
                 assert PLANTED_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_each_trial_logs_the_student_it_evaluated_as_an_mlflow_model(smoke):
+    """--log-models all (the tiny preset's default): every trial run has its student as an
+    MLflow model, the exported folder byte for byte, kilobytes, no secret in it; loaded as a
+    pyfunc it answers the test items as the run's predictions.json says."""
+    import mlflow
+
+    from kdray.tracking.models import HF_FOLDER, MODEL_FOLDER_TAG, student_model_id
+
+    _, uri, _ = smoke
+    client, parents, runs = _study_runs(uri)
+    assert parents[0].data.params["config.log_models"] == "all"
+    trials = [r for r in runs if r.data.tags.get("kdray.role") == "trial"]
+    sizes = []
+    for run in trials:
+        model_id = student_model_id(client, run.info.run_id)
+        assert model_id and "kdray.model_error" not in run.data.tags, run.info.run_name
+        location = client.get_logged_model(model_id).artifact_location.removeprefix("file://")
+        files = [p for p in Path(location).rglob("*") if p.is_file()]
+        sizes.append(sum(p.stat().st_size for p in files))
+        assert not any(PLANTED_TOKEN.encode() in p.read_bytes() for p in files)
+        exported = Path(run.data.tags[MODEL_FOLDER_TAG])  # what rank 0 evaluated
+        weights = Path(location) / HF_FOLDER / "model.safetensors"
+        assert weights.read_bytes() == (exported / "model.safetensors").read_bytes()
+    print(f"logged students: {min(sizes)} to {max(sizes)} bytes each")
+    assert max(sizes) < 2_000_000  # the tiny world's students are kilobytes
+
+    def evaluated(run):
+        return json.loads(Path(run.data.tags[MODEL_FOLDER_TAG], "predictions.json").read_text())
+
+    # The student that says the most (a smoke student may answer nothing at all).
+    run = max(trials, key=lambda r: sum(bool(p["response"]) for p in evaluated(r)))
+    params = run.data.params
+    items = json.loads((Path(params["config.data_dir"]) / "test.json").read_text())
+    items = items[: int(params["config.eval.max_items"])]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/student")
+    batch = int(params["config.eval.batch_size"])  # the evaluation's batches: the same padding
+    answers = []
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        answers += model.predict(pd.DataFrame(chunk)[["instruction", "input"]])
+    same = sum(a == e["response"] for a, e in zip(answers, evaluated(run), strict=True))
+    assert same >= 0.9 * len(items), f"{same} of {len(items)} answers as evaluated"
+    assert any(answers), "no student of the smoke study answers anything"
 
 
 def test_second_run_reuses_world_and_teacher(smoke, shared_cache):

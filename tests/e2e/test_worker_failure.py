@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from store_steps import logged_step
 
 from conftest import STUDIES, run_study_script, study_env
 
@@ -35,19 +36,6 @@ def train_worker_pids() -> list[int]:
         if entry.name.isdigit() and title.startswith(b"ray::RayTrainWorker"):
             pids.append(int(entry.name))
     return pids
-
-
-def logged_step(db: Path, run_name_prefix: str) -> int:
-    """The last train_loss step logged by the run whose name starts with the prefix."""
-    if not db.is_file():
-        return 0
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as store:
-        row = store.execute(
-            "select max(m.step) from metrics m join runs r on r.run_uuid = m.run_uuid "
-            "where m.key = 'train_loss' and r.name like ?",
-            (f"{run_name_prefix}%",),
-        ).fetchone()
-    return row[0] or 0
 
 
 def kill_worker_mid_trial(db: Path, run_name_prefix: str, killed: list, stop: threading.Event):

@@ -9,7 +9,7 @@ import pytest
 from kdray.cli.args import config_from_flags
 from kdray.errors import ConfigError
 from kdray.hub.tasks import tasks_for_domain
-from kdray.hub.world import build_hub_world, hold_out
+from kdray.hub.world import HubData, build_hub_world, hold_out
 from kdray.study.trials import trial_plans
 
 
@@ -37,8 +37,8 @@ def math_data(tmp_path):
 
 
 def test_the_data_folder_has_train_validation_and_every_task(math_data, tmp_path):
-    world, built = build_hub_world("math", tmp_path / "cache", str(math_data), validation_items=20)
-    again, built_again = build_hub_world("math", tmp_path / "cache", str(math_data), 20)
+    world, built = build_hub_world(HubData("math", str(math_data), 20), tmp_path / "cache")
+    again, built_again = build_hub_world(HubData("math", str(math_data), 20), tmp_path / "cache")
     assert built and not built_again and again.root == world.root
     train = json.loads((world.data_dir / "train.json").read_text())
     validation = json.loads((world.data_dir / "validation.json").read_text())
@@ -64,7 +64,7 @@ def test_paper_trials_run_on_hub_ids_with_the_gpus_they_need(math_data, tmp_path
         ["--preset", "paper", "--family", "qwen", "--methods", "kd,seqkd", "--temperatures", "1"]
         + ["--noise-sigmas", "0,1"],
     )
-    world, _ = build_hub_world("math", tmp_path / "cache", str(math_data), validation_items=20)
+    world, _ = build_hub_world(HubData("math", str(math_data), 20), tmp_path / "cache")
     plans = trial_plans(config, world)
     assert len(plans) == 5 + 15 * 3  # sft per student + (kd at sigma 0 and 1, seqkd) per pair
     assert len({p["key"] for p in plans}) == len(plans)

@@ -378,7 +378,7 @@ def test_check_data_command(tmp_path, capsys):
 
     assert main(["check-data", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "is not a folder" in err
+    assert err.count("\n") == 1 and "nope does not exist" in err
     assert main(["check-data", str(make_folder(tmp_path))]) == 1  # piqa and AQuA have problems
     table = capsys.readouterr().out
     assert "| GSM8K | math | number | 3 | 3 | 3 | 33.3% (1) |" in table

@@ -15,7 +15,7 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from test_worker_failure import logged_step
+from store_steps import logged_step
 
 from conftest import STUDIES, free_port, run_study_script, study_env, wait_for_http
 from kdray.tracking.outage import BufferedRunLogger, StudyOutage, UnsentOps, is_unreachable
