@@ -8,7 +8,7 @@ import os
 import warnings
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 
 def load_model(
@@ -20,6 +20,13 @@ def load_model(
         folder, dtype=dtype, use_safetensors=True, trust_remote_code=False, **options
     )
     return model if device is None else model.to(device)
+
+
+def load_tokenizer(folder: str):
+    """A model folder's (or hub id's) tokenizer as its tokenizer_config.json names it. Beside a
+    model's config.json transformers 5 otherwise takes the model type's class (Qwen2Tokenizer),
+    which tokenizes the tiny world's text differently from the tokenizer the model trained on."""
+    return AutoTokenizer.from_pretrained(folder, config=PretrainedConfig(), trust_remote_code=False)
 
 
 def quiet_libraries() -> None:

@@ -55,6 +55,9 @@ from kdray.trial.driver import driver_resources, run_trial
 
 SEARCH_METRIC = "val_score"
 """Validation accuracy (ROUGE-L for instruction following): the test split stays unseen."""
+STOPPING_METRIC = "val_nll"
+"""What ASHA stops trials on: teacher-free response NLL on the scored validation items, a
+continuous metric (one seed's greedy accuracy on 100 items is mostly noise)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class SearchConfig:
     """Trials before TPE models the results (Optuna's default of 10 exceeds a small budget):
     the preset's own settings first (kd T=1 sigma 0, then sft), then random ones."""
     reports: int = 3
-    """Progress reports per trial, each with the validation score: ASHA's rungs."""
+    """Progress reports per trial, each with the validation score and NLL: ASHA's rungs."""
     score_items: int = 100
     """Validation items scored greedily at each progress report."""
     seed: int = 0
@@ -83,7 +86,7 @@ class SearchConfig:
     """k: each Optuna trial trains its setting with seeds 0..k-1 (one after another in one
     Ray Train run) and its value is their mean validation score, so the search compares
     settings, not seeds. With k > 1 no trial is stopped early (ASHA would act on one seed's
-    partial score); with k = 1 ASHA stops the weak ones at its rungs."""
+    partial curve); with k = 1 ASHA stops the weak ones at its rungs on validation NLL."""
     confirm_seeds: int = 1
     """N > k: each student's pick is trained again with seeds k..N-1 (test mean and 95% CI over
     N seeds in the table): single runs of a tiny student swing by tens of points with the seed."""
@@ -316,8 +319,8 @@ def _search_tuner(
                 storage=optuna.storages.RDBStorage(state["optuna_storage"]),
             ),
             scheduler=ASHAScheduler(
-                metric=SEARCH_METRIC,
-                mode="max",
+                metric=STOPPING_METRIC,
+                mode="min",
                 max_t=search.reports + 1,  # never at the final report: trials end themselves
                 grace_period=1,
                 reduction_factor=2,
@@ -342,11 +345,17 @@ def _search_tuner(
 def validation_pick(grid) -> tuple[dict[str, Any], str] | None:
     """The search's pick: the completed trial (one with a test score) that scored best on
     validation, as (its sampled settings, its Tune trial id); None if none completed."""
-    complete = [r for r in grid if r.metrics and "score" in r.metrics]
+    complete = {r.metrics["trial_id"]: r for r in grid if r.metrics and "score" in r.metrics}
     if not complete:
         return None
-    best = max(complete, key=lambda r: r.metrics[SEARCH_METRIC])
-    return dict(best.config), best.metrics["trial_id"]
+    best = rank_trials({t: r.metrics[SEARCH_METRIC] for t, r in complete.items()})[0]
+    return dict(complete[best].config), best
+
+
+def rank_trials(val_scores: dict[str, float]) -> list[str]:
+    """Trial ids, best validation score first; ties (frequent on 100 greedy items) go to the
+    lower trial id, so the pick confirmed and the pick reported are the same trial."""
+    return sorted(val_scores, key=lambda trial: (-round(val_scores[trial], 6), trial))
 
 
 def confirm_tuner(
@@ -427,7 +436,8 @@ def best_settings(client, parent_id: str, storage: str, names: dict[str, str]) -
                 any(STOPPED_TAG in r.data.tags for r in rs) for rs in trials.values()
             ),  # fmt: skip
         }
-        ranked = sorted(complete.items(), key=lambda item: -_mean_val(item[1]))
+        means = {trial: _mean_val(trial_runs) for trial, trial_runs in complete.items()}
+        ranked = [(trial, complete[trial]) for trial in rank_trials(means)]
         if ranked:
             trial, best_runs = ranked[0]
             params = best_runs[0].data.params

@@ -112,10 +112,17 @@ def _task_resources(use_gpu: bool) -> dict[str, float]:
     return {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
 
 
+RESPONSES_VERSION = 2
+"""2: generated with the tokenizer the teacher trained on (1 took transformers' Qwen2Tokenizer
+for tiny Qwen teachers, which tokenizes the tiny world's text differently)."""
+
+
 def teacher_responses_file(
     teacher: PreparedTeacher, world: World | HubWorld, count: int | None, eval_config: EvalConfig
 ) -> Path:
-    key = content_key(teacher.folder.name, world.key, count, to_dict(eval_config))
+    key = content_key(
+        RESPONSES_VERSION, teacher.folder.name, world.key, count, to_dict(eval_config)
+    )
     return world.root.parent.parent / "teacher_outputs" / f"{teacher.name}-{key}" / RESPONSES_FILE
 
 
@@ -147,14 +154,12 @@ def prepare_teacher_responses(
 def _generate_responses(
     model_dir: str, data_dir: str, count: int | None, eval_config: EvalConfig, use_gpu: bool
 ) -> list[str]:
-    from transformers import AutoTokenizer
-
     from kdray.data.examples import read_split
     from kdray.eval.responses import generate_responses
-    from kdray.models import inference_device, load_model, quiet_libraries
+    from kdray.models import inference_device, load_model, load_tokenizer, quiet_libraries
 
     quiet_libraries()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, *inference_device(use_gpu))
     problems = read_split(data_dir, "train")[:count]
     return generate_responses(model, tokenizer, problems, eval_config)

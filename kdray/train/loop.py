@@ -32,6 +32,7 @@ from kdray.config.run_spec import RunSpec
 from kdray.data.batches import IGNORE_INDEX, EncodedExample, collate, length_grouped_batches
 from kdray.data.examples import read_split, trial_examples
 from kdray.eval.evaluate import PREDICTIONS_FILE, evaluate
+from kdray.eval.likelihood import held_out_metrics
 from kdray.eval.responses import generate_responses, mean_score, score_responses
 from kdray.losses.divergences import SparseTeacher, restrict_to_vocab, training_loss
 from kdray.losses.on_policy import draw_on_policy, sample_batch
@@ -450,6 +451,15 @@ def validation_score(worker: Worker) -> float:
     return mean_score(score_responses(items, responses, spec.domain))
 
 
+def validation_nll(worker: Worker) -> float:
+    """Teacher-free response NLL of the model as it is now on the same validation items: a
+    continuous metric that ranks methods alike (each method's own loss does not), for ASHA."""
+    worker.engine.eval()
+    nll = held_out_metrics(worker.engine.module, worker.tokenizer, worker.score_items)["nll"]
+    worker.engine.train()
+    return nll
+
+
 def report_progress(worker: Worker, step: int, progress: LoopState, clock: StepClock) -> None:
     """A progress report to Ray Train (Tune's ASHA and Optuna read it), its curves to MLflow,
     and a checkpoint when this step keeps one."""
@@ -459,10 +469,12 @@ def report_progress(worker: Worker, step: int, progress: LoopState, clock: StepC
     report = {"step": step, "train_loss": _recent_mean(curves["train_loss"])}
     if worker.score_items:
         report["val_score"] = validation_score(worker)
+        report["val_nll"] = validation_nll(worker)
     if logger:
         logger.log_curves({k: curves[k] for k in ("train_loss", "lr", "tokens_per_second")})
-        if "val_score" in report:
-            logger.log_curves({"val_score": [(step, report["val_score"])]})
+        for key in ("val_score", "val_nll"):  # the final values come later, at the last step
+            if key in report:
+                logger.log_curves({key: [(step, report[key])]})
     progress.step, progress.train_seconds = step, clock.seconds_before + now - clock.started
     progress.delivered = dict(logger.delivered) if logger else {}
     if worker.train.checkpoints_at(step):

@@ -95,6 +95,8 @@ def open_child_run(client: MlflowClient, study: dict[str, Any], plan: dict[str, 
             TRIAL_KEY_TAG: plan["key"],
             "kdray.role": "trial",
             "kdray.study": plan["params"]["study"],
+            # a tag as well as a param, so the UI's filter and group-by find the replicate
+            "kdray.seed": str(plan["params"].get("seed", "")),
         },
     )
     return run

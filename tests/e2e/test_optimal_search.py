@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import interrupt_study_script, run_study_script
 from kdray.config.run import KDConfig
-from kdray.study.search import SearchConfig, kd_from_sample, suggest_settings
+from kdray.study.search import SearchConfig, kd_from_sample, rank_trials, suggest_settings
 
 
 def test_the_space_is_conditional_on_the_method():
@@ -28,6 +28,12 @@ def test_the_space_is_conditional_on_the_method():
             assert 0.5 <= params["temperature"] <= 5.0
             assert params["noise_sigma"] in search.noise_sigmas
     assert seen == set(search.methods)
+
+
+def test_validation_ties_go_to_the_lower_trial_id_in_the_pick_and_the_table():
+    # 40.0 twice, once through a mean of seeds: the pick confirmed is the pick reported
+    ranked = rank_trials({"t_b": 40.0, "t_a": (39.0 + 41.0) / 2, "t_c": 50.0})
+    assert ranked == ["t_c", "t_a", "t_b"]
 
 
 def test_a_sample_becomes_a_validated_kd_config():
@@ -69,8 +75,10 @@ def test_optimal_smoke_searches_resumes_and_reports_best_settings(tmp_path, shar
     assert int(rows[0]["stopped_early"]) == sum(r.info.status == "KILLED" for r in children)
     first = min(children, key=lambda r: r.info.start_time)  # the preset's point goes first
     assert first.data.tags["mlflow.runName"].startswith("kd T=1 σ=0 tiny-qwen2-s ← tiny-qwen2-m")
-    for run in children:  # the validation score as a curve, the ASHA rungs' input
+    for run in children:  # validation score and NLL as curves; val_nll is the ASHA rungs' input
         assert client.get_metric_history(run.info.run_id, "val_score")
+        rungs = client.get_metric_history(run.info.run_id, "val_nll")
+        assert rungs and all(point.value > 0 for point in rungs)
         assert run.data.tags["kdray.preset"] == "tiny" and run.data.tags["kdray.git_commit"]
 
     # Optuna's study persisted beside the MLflow store and continued by --resume: one trial

@@ -52,6 +52,7 @@ def test_child_runs_hold_config_curve_metrics_versions_and_predictions(smoke, tm
     kd_run = next(r for r in runs if r.data.params.get("method") == "kd")
     params = kd_run.data.params
     assert params["config.kd.temperature"] == "2.0" and params["temperature"] == "2.0"
+    assert kd_run.data.tags["kdray.seed"] == params["seed"]  # the replicate: a param and a tag
     assert params["config.train.zero_stage"] == "0"
     assert params["version.deepspeed"] == "0.19.8" and params["version.ray"] == "2.60.0"
     curve = client.get_metric_history(kd_run.info.run_id, "train_loss")

@@ -88,3 +88,20 @@ def test_collate_scores_only_response_tokens_and_batches_cover_ranks(world):
     seen0 = {i for _ in range(4) for i in next(rank0)}  # example indices
     seen1 = {i for _ in range(4) for i in next(rank1)}
     assert len(seen0) == len(seen1) == 32 and not seen0 & seen1
+
+
+def test_a_model_folder_loads_the_tokenizer_its_model_trained_on(tmp_path):
+    """Beside a Qwen2 config.json, transformers 5 would take Qwen2Tokenizer, which drops the
+    tiny world's spaces; Seq-KD's teacher responses and every folder load go through this."""
+    from transformers import AutoTokenizer
+
+    from conftest import tiny_student_folder
+    from kdray.models import load_tokenizer
+
+    folder = tiny_student_folder(tmp_path / "student")
+    text = "Ann has 3 pens and gets 4 more. How many?"
+    trained_on = AutoTokenizer.from_pretrained(str(tmp_path / "tokenizer"))
+    loaded = load_tokenizer(str(folder))
+    assert loaded(text)["input_ids"] == trained_on(text)["input_ids"]
+    ids = loaded(text)["input_ids"]
+    assert loaded.decode(ids) == trained_on.decode(ids) != text.replace(" ", "")
