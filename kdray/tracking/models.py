@@ -85,7 +85,7 @@ def log_student(
         )
         versions = package_versions()
         # Model.log takes its store from the process's tracking URI: this run's, meanwhile.
-        with _use_tracking_uri(tracking_uri), warnings.catch_warnings():
+        with _use_tracking_uri(tracking_uri), _no_progress_bars(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # type hints, an input example: not for this model
             Model.log(
                 artifact_path=None, flavor=mlflow.pyfunc, name=STUDENT_MODEL, run_id=run_id,
@@ -95,6 +95,20 @@ def log_student(
                 signature=_signature(),
             )  # fmt: skip
     return model.model_id
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """No artifact progress bars: MLflow draws two per logged model, in every trial's log."""
+    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"]
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
 
 
 @contextmanager

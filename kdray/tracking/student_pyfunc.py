@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 HF_MODEL = "hf_model"
@@ -44,7 +45,11 @@ class StudentModel(PythonModel):
         ).eval()
         self.generation = json.loads(Path(context.artifacts[GENERATION]).read_text())
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
+    # The hint is what pyfunc passes under the model's signature (a list of strings arrives as
+    # a one-column frame); MLflow infers no schema from it, and without one it warns.
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> list[str]:
         import torch
 
         params = params or {}
