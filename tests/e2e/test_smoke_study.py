@@ -77,6 +77,37 @@ def test_child_runs_hold_config_curve_metrics_versions_and_predictions(smoke, tm
     assert {"task", "response", "predicted", "gold", "score", "teacher_response"} <= set(records[0])
 
 
+def test_every_run_logs_the_data_it_read_as_mlflow_datasets(smoke):
+    _, uri, _ = smoke
+    _, parents, runs = _study_runs(uri)
+    trials = [r for r in runs if r.data.tags.get("kdray.role") == "trial"]
+
+    def splits(run):
+        found = {}
+        for entry in run.inputs.dataset_inputs:
+            context = {t.key: t.value for t in entry.tags}["mlflow.data.context"]
+            found[context] = entry.dataset
+        return found
+
+    world = splits(parents[0])  # the study's whole world, once on the parent
+    assert set(world) == {"training", "validation", "evaluation"}
+    for run in trials:
+        mine = splits(run)
+        assert set(mine) == set(world)
+        for context, dataset in mine.items():
+            assert json.loads(dataset.source)["uri"] == json.loads(world[context].source)["uri"]
+            assert dataset.name.endswith(("-train", "-validation", "-test"))
+        sizes = {c: json.loads(d.profile)["num_rows"] for c, d in mine.items()}
+        whole = {c: json.loads(d.profile)["num_rows"] for c, d in world.items()}
+        params = run.data.params  # each run's splits cut to the items it used
+        used = params["config.train.train_examples"]
+        assert sizes["training"] == (whole["training"] if used == "None" else
+                                     min(int(used), whole["training"]))  # fmt: skip
+        assert sizes["evaluation"] == int(params["config.eval.max_items"]) == 40
+    # the same data gives the same digest in every trial (the UI groups and filters by it)
+    assert len({splits(r)["training"].digest for r in trials}) == 1
+
+
 def test_analysis_reads_the_runs_back_and_writes_table_and_figure(smoke):
     workdir, uri, stdout = smoke
     _, parents, _ = _study_runs(uri)
