@@ -82,7 +82,7 @@ def in_flight_text(concurrent: int | None) -> str:
 
 
 class ProgressCallback(tune.Callback):
-    """One line per finished trial: trials done / running / left, and the best so far."""
+    """One line per finished trial: trials done / running / queued, and the best so far."""
 
     def __init__(
         self, total: int, name_of: Callable[[dict], str] | None = None, metric: str = "score"
@@ -115,7 +115,7 @@ class ProgressCallback(tune.Callback):
         running = sum(t.status == "RUNNING" for t in others)
         best = f"; best {self.best[0]:.1f} ({self.best[1]})" if self.best else ""
         say(
-            f"[{done}/{self.total} done, {running} running, {self.total - done} left, "
+            f"[{done}/{self.total} done, {running} running, {self.total - done - running} queued, "
             f"{time.time() - self.started:.0f}s] {what}{best}"
         )
 
