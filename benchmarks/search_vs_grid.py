@@ -22,9 +22,10 @@ same world, teacher and pretrained bases (one kdray cache), each picking on vali
    own pretrained base; a setting both sides picked is trained once.
 
 Prints per student, on the confirmation seeds: each pick's test mean +- 95% CI, the paired
-difference search - grid (same seed, same base) +- 95% CI with a paired t-test, and whether the
-two are distinguishable; for reference the picks' validation means, and the grid's oracle (its
-best test mean, picked on test: what no user could pick). Also written to WORK/search_vs_grid.md.
+difference search - grid (same seed, same base) +- 95% CI with a paired t-test, the smallest
+difference those seeds could have detected (MDE), and whether the two are distinguishable; for
+reference the picks' validation means, and the grid's oracle (its best test mean, picked on
+test: what no user could pick). Also written to WORK/search_vs_grid.md.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from analysis.loader import study_parent_runs
-from analysis.uncertainty import mean_ci
+from analysis.uncertainty import mde_t, mean_ci
 from kdray.cli.args import config_from_flags
 from kdray.cli.main import default_search_seeds
 from kdray.config.run import flatten, to_dict
@@ -175,8 +176,15 @@ def compare(search_scores: pd.Series, grid_scores: pd.Series, same: bool) -> dic
         "grid pick test (confirmation)": _ci(*mean_ci(grid_scores), n=len(grid_scores)),
         "search − grid (paired)": _ci(mean, half, signed=True, n=len(delta)),
         "p (paired t)": "" if math.isnan(p) else f"{p:.3g}",
+        # the smallest |search - grid| this many seeds would have found (a null's resolution)
+        "MDE (paired t, power 0.8)": _mde(delta),
         "verdict": verdict,
     }
+
+
+def _mde(delta: pd.Series) -> str:
+    mde = mde_t(float(delta.std()), len(delta))
+    return "" if math.isnan(mde) else f"{mde:.1f}"
 
 
 def _ci(mean: float, half: float, signed: bool = False, n: int = 0) -> str:

@@ -58,6 +58,11 @@ def test_the_picks_are_compared_paired_over_the_confirmation_seeds():
     half = 4.302653 * (2 / math.sqrt(3)) / math.sqrt(3)
     assert shown["search − grid (paired)"] == f"+3.3 ± {half:.1f} (n=3)"
     assert shown["verdict"] == "search better" and float(shown["p (paired t)"]) < 0.05
+    # n = 3, sd 2/sqrt(3): statsmodels' paired-t effect size at power 0.8 times the sd
+    from statsmodels.stats.power import TTestPower
+
+    effect = TTestPower().solve_power(nobs=3, alpha=0.05, power=0.8)
+    assert shown["MDE (paired t, power 0.8)"] == f"{effect * 2 / math.sqrt(3):.1f}"
     assert shown["grid pick test (confirmation)"].startswith("43.7 ± ")
     assert bench.compare(search, search, same=True)["verdict"] == "the same setting"
     one = bench.compare(search[:1], grid[:1], same=False)
