@@ -54,11 +54,15 @@ def run(flags: list[str], env: dict[str, str]) -> None:
 
 def latest_study_frames(uri: str) -> pd.DataFrame:
     """Rows of the latest study (parent run) of each of the benchmark's experiments in the store
-    (`stability-*`: not the findings' studies that may share it)."""
+    (`stability-*`: not the findings' studies that may share it), and of `kdray-temperature`,
+    the default study a --baseline-store holds."""
     client = MlflowClient(uri)
     frames = []
-    for experiment in client.search_experiments(filter_string="name LIKE 'stability-%'"):
-        if "-findings-" in experiment.name:
+    for experiment in client.search_experiments():
+        name = experiment.name
+        if name != "kdray-temperature" and (
+            not name.startswith("stability-") or "-findings-" in name
+        ):
             continue
         parents = client.search_runs(
             [experiment.experiment_id], "tags.`kdray.role` = 'study'",
