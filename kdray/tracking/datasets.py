@@ -4,13 +4,16 @@ with its source file, the digest of its rows, its size and its role (`mlflow.dat
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 
 from mlflow.entities import DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 CONTEXTS = {"train": "training", "validation": "validation", "test": "evaluation"}
+DATASET_ATTEMPTS = 4
 
 
 def split_inputs(
@@ -37,5 +40,15 @@ def split_inputs(
 
 
 def log_splits(client: MlflowClient, run_id: str, *args, **kwargs) -> None:
-    """`split_inputs(*args, **kwargs)` logged as the run's inputs."""
-    client.log_inputs(run_id, datasets=split_inputs(*args, **kwargs))
+    """`split_inputs(*args, **kwargs)` logged as the run's inputs. Trials that start together
+    log the same datasets: MLflow's SQL store looks a dataset up, then inserts it, so one of two
+    such trials can fail on the unique key; by then the dataset exists, and a retry links it."""
+    inputs = split_inputs(*args, **kwargs)
+    for attempt in range(1, DATASET_ATTEMPTS + 1):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as error:
+            if "UNIQUE constraint failed" not in str(error) or attempt == DATASET_ATTEMPTS:
+                raise
+            time.sleep(0.1 * attempt)

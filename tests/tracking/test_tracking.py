@@ -26,3 +26,42 @@ def test_sqlite_artifacts_live_beside_the_database(tmp_path):
 def test_versions_of_the_pinned_stack_are_recorded():
     versions = package_versions()
     assert versions["torch"].startswith("2.13.0") and versions["ray"] == "2.60.0"
+
+
+def test_two_trials_logging_the_same_datasets_at_once_both_get_them(tmp_path, monkeypatch):
+    """MLflow's SQL store looks a dataset up and then inserts it: of two trials that start
+    together, one can lose on the unique key. Replayed here: the other trial's insert lands
+    between the look-up and the insert; the loser retries and links the dataset that exists."""
+    import json as json_module
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from kdray.tracking.datasets import log_splits
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "validation", "test"):
+        rows = [{"instruction": f"{split} {i}", "output": str(i)} for i in range(5)]
+        (data / f"{split}.json").write_text(json_module.dumps(rows))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("race")
+    winner, loser = (client.create_run(experiment).info.run_id for _ in range(2))
+    real = client.log_inputs
+    lost = []
+
+    def racing(run_id, datasets=None, models=None):
+        if run_id == loser and not lost:  # the winner inserts first; the loser's insert fails
+            real(winner, datasets=datasets)
+            lost.append(True)
+            raise MlflowException("IntegrityError: UNIQUE constraint failed: datasets.name")
+        return real(run_id, datasets=datasets)
+
+    monkeypatch.setattr(client, "log_inputs", racing)
+    log_splits(client, loser, str(data), "world")
+    for run_id in (winner, loser):
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        assert sorted(i.dataset.name for i in inputs) == [
+            "world-test", "world-train", "world-validation"
+        ]  # fmt: skip
+    assert lost  # the race happened, and was survived
