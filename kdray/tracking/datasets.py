@@ -49,6 +49,13 @@ def log_splits(client: MlflowClient, run_id: str, *args, **kwargs) -> None:
             client.log_inputs(run_id, datasets=inputs)
             return
         except MlflowException as error:
-            if "UNIQUE constraint failed" not in str(error) or attempt == DATASET_ATTEMPTS:
+            if not _lost_insert_race(error) or attempt == DATASET_ATTEMPTS:
                 raise
             time.sleep(0.1 * attempt)
+
+
+def _lost_insert_race(error: MlflowException) -> bool:
+    """A unique-key violation, as SQLite ("UNIQUE constraint failed"), PostgreSQL ("duplicate
+    key value violates unique constraint") or MySQL ("Duplicate entry") word it."""
+    text = str(error).lower()
+    return "unique constraint" in text or "duplicate entry" in text

@@ -65,3 +65,15 @@ def test_two_trials_logging_the_same_datasets_at_once_both_get_them(tmp_path, mo
             "world-test", "world-train", "world-validation"
         ]  # fmt: skip
     assert lost  # the race happened, and was survived
+
+
+def test_a_lost_insert_race_is_told_apart_from_other_store_errors():
+    from mlflow.exceptions import MlflowException
+
+    from kdray.tracking.datasets import _lost_insert_race
+
+    for lost in ("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.name",
+                 "duplicate key value violates unique constraint \"datasets_pk\"",
+                 "(1062, \"Duplicate entry 'x' for key 'PRIMARY'\")"):  # fmt: skip
+        assert _lost_insert_race(MlflowException(lost))
+    assert not _lost_insert_race(MlflowException("no such table: datasets"))
