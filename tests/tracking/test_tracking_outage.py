@@ -145,7 +145,8 @@ def test_the_buffered_logger_keeps_what_it_cannot_send(tmp_path, monkeypatch, ca
     originals go), sent once the server answers, and saved for the driver if it never does."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    run_id = client.create_run(client.create_experiment("outage")).info.run_id
+    experiment = client.create_experiment("outage", str(tmp_path / "artifacts"))  # not ./mlruns
+    run_id = client.create_run(experiment).info.run_id
     logger = BufferedRunLogger(uri, run_id, tmp_path / "spool")
     (tmp_path / "spool").mkdir()
     logger.log_curves({"train_loss": [(1, 3.0), (2, 2.5)]})
@@ -180,7 +181,8 @@ def test_the_buffered_logger_keeps_what_it_cannot_send(tmp_path, monkeypatch, ca
 def test_kept_trials_are_delivered_on_resume(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    run_id = client.create_run(client.create_experiment("outage")).info.run_id
+    experiment = client.create_experiment("outage", str(tmp_path / "artifacts"))  # not ./mlruns
+    run_id = client.create_run(experiment).info.run_id
     source = tmp_path / "final"
     (source / "unsent").mkdir(parents=True)
     (source / "unsent" / "ops.json").write_text(
