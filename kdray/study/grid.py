@@ -15,6 +15,7 @@ from kdray.console import say
 from kdray.errors import KdrayError
 from kdray.study.config import StudyConfig
 from kdray.study.prepare import prepare_study
+from kdray.study.resume import find_unfinished_study
 from kdray.study.runtime import (
     PLANNED_TRIALS_TAG,
     PLANNED_TUNE_TRIALS_TAG,
@@ -25,7 +26,6 @@ from kdray.study.runtime import (
     connect_ray,
     deliver_kept_results,
     failed_trials,
-    find_unfinished_study,
     in_flight_text,
     restored_tuner,
     stopped_early,
@@ -57,7 +57,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             tune.with_resources(run_trial, driver_resources()),
             param_space={
                 "plan": tune.grid_search(trials),
-                "study": {**study.context(), "log_models": config.log_models},
+                "study": study.context(),
             },
             # A finished trial's driver process takes the next trial: no new process, no
             # second import of torch, transformers and MLflow per trial.

@@ -68,6 +68,7 @@ class PreparedStudy:
             "storage_path": str(self.storage),
             "tags": self.tags,
             "tracking_wait": self.config.tracking_wait,
+            "log_models": self.config.log_models,
         }
 
 
@@ -225,7 +226,7 @@ def _world(config: StudyConfig, cache_root: Path) -> World | HubWorld:
     if config.zoo == "hub":
         source = config.data_dir or "the Hugging Face hub"
         say(f"preparing the {config.domain} data from {source} (cached)")
-        world, built = build_hub_world(hub_data_spec(config), config.cache_root())
+        world, built = build_hub_world(hub_data_spec(config), cache_root)
         say(f"{config.domain} data {'built' if built else 'reused'}: {world.root}")
         return world
     world, built = build_world(config.world, cache_root, config.family)

@@ -19,7 +19,6 @@ from ray import tune
 
 from kdray.console import say
 from kdray.study.config import StudyConfig
-from kdray.study.resume import find_unfinished_study  # noqa: F401 (grid, search)
 from kdray.tracking.outage import StudyOutage
 from kdray.tracking.runs import PARENT_TAG, RUN_NAME_TAG
 from kdray.trial.driver import DRIVER_CPUS, FAILURE_TAG

@@ -35,12 +35,12 @@ from kdray.study.designs import ALL_KD_METHODS, DEFAULT_SEARCH_TRIALS
 from kdray.study.picks import register_picks
 from kdray.study.plan import steps_per_trial
 from kdray.study.prepare import prepare_study
+from kdray.study.resume import find_unfinished_study
 from kdray.study.runtime import (
     ProgressCallback,
     StudyOutcome,
     connect_ray,
     deliver_kept_results,
-    find_unfinished_study,
     in_flight_text,
     restored_tuner,
     stopped_early,
@@ -239,7 +239,6 @@ def run_search(config: StudyConfig, search: SearchConfig) -> StudyOutcome:
         "context": {
             **study.context(),
             "search_seeds": search.search_seeds,
-            "log_models": config.log_models,
         },
         "templates": templates,
         "names": {s: f"{config.name}-{study.parent_id[:8]}-{s}" for s in templates},

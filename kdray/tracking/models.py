@@ -20,10 +20,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mlflow.entities import LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from kdray.config.run import EvalConfig
 from kdray.data.prompts import PROMPT_TEMPLATE, PROMPT_TEMPLATE_WITH_INPUT
 from kdray.tracking.runs import package_versions
 
@@ -42,18 +44,17 @@ EXPERIMENT_TAG = "kdray.experiment"
 """On registered models and their versions: the MLflow experiment of the study."""
 PYFUNC_FILE = Path(__file__).with_name("student_pyfunc.py")
 REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers")
-DEFAULT_MAX_NEW_TOKENS = 256
 
 
 def student_model_id(client: MlflowClient, run_id: str) -> str | None:
-    """The id of the run's logged student, or None."""
+    """The id of the run's logged student (one whose upload completed: READY), or None."""
     run = client.get_run(run_id)
     found = client.search_logged_models(
         experiment_ids=[run.info.experiment_id],
         filter_string=f"source_run_id = '{run_id}' AND name = '{STUDENT_MODEL}'",
-        max_results=1,
     )
-    return found[0].model_id if found else None
+    ready = [model for model in found if model.status == LoggedModelStatus.READY]
+    return ready[0].model_id if ready else None
 
 
 def log_student(
@@ -85,7 +86,12 @@ def log_student(
         )
         versions = package_versions()
         # Model.log takes its store from the process's tracking URI: this run's, meanwhile.
-        with _use_tracking_uri(tracking_uri), _no_progress_bars(), warnings.catch_warnings():
+        with (
+            _failed_unless_done(client, model.model_id),
+            _use_tracking_uri(tracking_uri),
+            _no_progress_bars(),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore")  # type hints, an input example: not for this model
             Model.log(
                 artifact_path=None, flavor=mlflow.pyfunc, name=STUDENT_MODEL, run_id=run_id,
@@ -95,6 +101,19 @@ def log_student(
                 signature=_signature(),
             )  # fmt: skip
     return model.model_id
+
+
+@contextmanager
+def _failed_unless_done(client: MlflowClient, model_id: str) -> Iterator[None]:
+    """A logged model whose upload did not finish is marked FAILED (a retry logs a new one)."""
+    try:
+        yield
+    except BaseException:
+        try:
+            client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+        except Exception:  # the store is away: the model stays PENDING, which is not READY
+            pass
+        raise
 
 
 @contextmanager
@@ -132,7 +151,7 @@ def _link_or_copy(source: str, target: str) -> None:
 
 def _generation(params: dict[str, str]) -> dict:
     """What the pyfunc needs to answer as the study evaluated: its prompts, its length."""
-    tokens = params.get("config.eval.max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+    tokens = params.get("config.eval.max_new_tokens", EvalConfig().max_new_tokens)
     return {
         "prompt": PROMPT_TEMPLATE,
         "prompt_with_input": PROMPT_TEMPLATE_WITH_INPUT,

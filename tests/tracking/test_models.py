@@ -107,3 +107,31 @@ def test_the_logged_student_loads_and_answers_as_the_evaluation_does(logged):
     assert prompts == [("a", "x"), ("b", "")]
     assert longer[0].startswith(short[0])  # greedy: the same first tokens
     assert inner._prompt("Add.", "3 and 4") == format_prompt(with_input[0])
+
+
+def test_an_upload_cut_off_is_not_taken_for_the_logged_student(tmp_path, monkeypatch):
+    """The logged model exists before its files do: an upload that fails (the server gone
+    mid-way) marks it FAILED, and the retry logs the student instead of finding that one."""
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.models import Model
+
+    folder = tiny_student_folder(tmp_path / "ray_results" / "run-0")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(ensure_experiment(client, "cut-off", uri)).info.run_id
+    real = Model.log
+
+    def cut_off(*args, **kwargs):
+        raise ConnectionError("the tracking server went away mid-upload")
+
+    monkeypatch.setattr(Model, "log", cut_off)
+    with pytest.raises(ConnectionError):
+        log_student(uri, run_id, folder)
+    assert student_model_id(client, run_id) is None
+    monkeypatch.setattr(Model, "log", real)
+    model_id = log_student(uri, run_id, folder)
+    experiment = client.get_run(run_id).info.experiment_id
+    statuses = sorted(str(m.status) for m in client.search_logged_models([experiment]))
+    assert statuses == sorted([str(LoggedModelStatus.FAILED), str(LoggedModelStatus.READY)])
+    assert student_model_id(client, run_id) == model_id
+    assert client.get_logged_model(model_id).status == LoggedModelStatus.READY
