@@ -1,6 +1,7 @@
 """The optimal-settings search's picks in the MLflow model registry: per student, the run of its
-best trial (seed 0, or its first seed) registered as a new version of
-`kdray-<experiment>-<student>`, with its setting, student, teacher and scores as tags. A pick
+best trial (seed 0, or its first seed) registered as a new version of `<experiment>-<student>`
+(prefixed `kdray-` where the name lacks it), with its setting, student, teacher and scores as
+tags. A pick
 whose student was not logged during the search (`--log-models picks`) is logged first, from the
 folder its run exported it to. `python -m analysis best` reads them back."""
 

@@ -176,8 +176,9 @@ def _signature():
 
 
 def registered_name(experiment: str, student: str) -> str:
-    """`kdray-<experiment>-<student>` (`kdray-optimal-tiny-qwen2-s` for the experiment
-    `kdray-optimal`), in the characters a `models:/` URI takes."""
+    """`<experiment>-<student>`, prefixed `kdray-` where the name lacks it
+    (`kdray-optimal-tiny-qwen2-s` for the experiment `kdray-optimal`), in the characters a
+    `models:/` URI takes."""
     base = experiment if experiment.startswith("kdray") else f"kdray-{experiment}"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{base}-{student}")
 

@@ -159,7 +159,7 @@ KDRAY_CASES = [
     Case(KDRAY, SERVER, "mlflow.db is a folder, not a SQLite file", _folder("mlflow.db")),
     # the wrong line, or exit 0
     Case(KDRAY, ["check-data", "{tmp}"], "holds no task's test file (such as AQuA/test.json)"),
-    Case(KDRAY, ["check-data", "{tmp}/none"], "data directory"),
+    Case(KDRAY, ["check-data", "{tmp}/none"], "none does not exist"),
     Case(KDRAY, ["check-data", "{tmp}/f"], "is a file, not a folder", _file("f")),
 ]
 

@@ -64,11 +64,26 @@ def _table(runs) -> pd.DataFrame:
     )  # fmt: skip
 
 
-def test_the_picks_are_registered_with_their_settings_and_analysis_best_prints_them(store, capsys):
+@pytest.fixture(scope="module")
+def registered(store):
+    """The two picks registered once (every test that reads the registry gets them, in any
+    order): their versions and the progress lines it printed."""
+    import contextlib
+    import io
+
     uri, parent, runs = store
     config = StudyConfig(name="optimal", experiment=EXPERIMENT, log_models="picks")
-    versions = register_picks(config, uri, parent, _table(runs), sample_name)
-    out = capsys.readouterr().out
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        versions = register_picks(config, uri, parent, _table(runs), sample_name)
+    return versions, printed.getvalue()
+
+
+def test_the_picks_are_registered_with_their_settings_and_analysis_best_prints_them(
+    store, registered, capsys
+):
+    uri, parent, runs = store
+    versions, out = registered
+    config = StudyConfig(name="optimal", experiment=EXPERIMENT, log_models="picks")
     assert [v.name for v in versions] == [
         "kdray-optimal-test-tiny-qwen2-xs", "kdray-optimal-test-tiny-qwen2-s"
     ]  # fmt: skip
@@ -133,7 +148,7 @@ def test_a_pick_whose_folder_is_gone_is_skipped_with_a_line(store, capsys):
         (["--experiment", EXPERIMENT, "--student", "tiny-qwen2-xl"], "no registered pick of"),
     ],
 )
-def test_analysis_best_says_what_is_missing_in_one_line(store, capsys, argv, message):
+def test_analysis_best_says_what_is_missing_in_one_line(store, registered, capsys, argv, message):
     uri, _, _ = store
     assert analysis_main(["best", "--tracking-uri", uri, *argv]) == 2
     err = capsys.readouterr().err.strip()
@@ -149,7 +164,8 @@ def test_analysis_best_on_a_missing_store(tmp_path, capsys):
 
 def test_log_models_defaults_per_preset_and_is_validated():
     assert config_from_flags("temperature").log_models == "all"
-    assert config_from_flags("optimal", ["--log-models", "picks"]).log_models == "picks"
+    assert config_from_flags("optimal").log_models == "all"  # tiny: every trial's, kilobytes
+    assert config_from_flags("optimal", ["--log-models", "none"]).log_models == "none"
     assert config_from_flags("optimal", ["--preset", "paper"]).log_models == "picks"
     with pytest.raises(ConfigError, match="--log-models must be one of all, picks, none"):
         dataclasses.replace(StudyConfig(), log_models="some")
