@@ -25,6 +25,7 @@ from kdray.tracking.models import (
     registered_name,
     student_model_id,
 )
+from kdray.tracking.outage import is_unreachable
 from kdray.trial.driver import log_run_student
 
 SETTING = (
@@ -57,7 +58,15 @@ def register_picks(
             run = client.get_run(row["run_id"])
             tags = pick_tags(row, run, teacher, describe)
             tags.update({EXPERIMENT_TAG: config.experiment_name, PARENT_TAG: parent_id})
-            if version := _register(client, tracking_uri, config.experiment_name, run, tags):
+            try:
+                version = _register(client, tracking_uri, config.experiment_name, run, tags)
+            except Exception as error:  # the search's results stand; one line, not a traceback
+                if is_unreachable(error):
+                    raise
+                first = (str(error).strip().splitlines() or [""])[0][:300]
+                say(f"{row['student']}'s pick is not registered: {type(error).__name__}: {first}")
+                continue
+            if version:
                 versions.append(version)
     return versions
 

@@ -171,3 +171,24 @@ def test_log_models_defaults_per_preset_and_is_validated():
         dataclasses.replace(StudyConfig(), log_models="some")
     assert registered_name("optimal", "qwen2.5-0.5b") == "kdray-optimal-qwen2.5-0.5b"
     assert registered_name("kdray-optimal", "a/b c") == "kdray-optimal-a-b-c"
+
+
+def test_a_pick_the_registry_refuses_is_one_line_and_the_others_are_registered(
+    store, registered, capsys, monkeypatch
+):
+    import kdray.study.picks as picks
+
+    uri, parent, runs = store
+    real = picks.register_student
+
+    def refusing(tracking_uri, name, *args, **kwargs):
+        if name.endswith("tiny-qwen2-xs"):
+            raise RuntimeError("registry is read-only\nsecond line")
+        return real(tracking_uri, name, *args, **kwargs)
+
+    monkeypatch.setattr(picks, "register_student", refusing)
+    config = StudyConfig(name="optimal", experiment=EXPERIMENT, log_models="picks")
+    versions = register_picks(config, uri, parent, _table(runs), sample_name)
+    out = capsys.readouterr().out
+    assert [v.name for v in versions] == ["kdray-optimal-test-tiny-qwen2-s"]
+    assert "tiny-qwen2-xs's pick is not registered: RuntimeError: registry is read-only\n" in out
