@@ -7,6 +7,7 @@ held-out NLL, and the paired difference KD − SFT with its SD and |mean Δ| / S
     python benchmarks/calibrate_recipe.py                       # the preset's recipe
     python benchmarks/calibrate_recipe.py --student-lr 1e-2 --min-lr-ratio 0 --warmup 20 \\
         --weight-decay 0 --no-pretrain                          # the old recipe, for reference
+    python benchmarks/calibrate_recipe.py --domain commonsense  # another domain's world
 
 A plain PyTorch loop (kdray.world.pretrain.train_plain) with kdray's data, loss, schedule and
 metric code, one thread per process, two processes (--jobs) over the seeds. It measures what
@@ -39,9 +40,9 @@ from kdray.world.zoo import build_model, tiny_model
 def world(args):
     from kdray.study.presets import TINY_WORLDS
 
-    config = dataclasses.replace(
-        TINY_WORLDS[args.domain], test_size=args.test_items, phrasings=args.phrasings
-    )
+    config = dataclasses.replace(TINY_WORLDS[args.domain], test_size=args.test_items)
+    if hasattr(config, "phrasings"):  # only the math world words its rationales several ways
+        config = dataclasses.replace(config, phrasings=args.phrasings)
     splits = generate_splits(config)
     documents = pretraining_corpus(config, args.documents)
     texts = documents + [format_prompt(r) + r["output"] for r in splits["train"]]
@@ -87,14 +88,15 @@ def fine_tune(model, tokenizer, records, recipe: TrainConfig, kd: KDConfig, teac
     return model
 
 
-def accuracy(model, tokenizer, records) -> float:
-    """Greedy test accuracy, decoded as the tiny preset evaluates (up to 96 new tokens)."""
+def accuracy(model, tokenizer, records, domain: str) -> float:
+    """Greedy test score (accuracy; ROUGE-L for instruction), decoded as the tiny preset
+    evaluates (up to 96 new tokens)."""
     from kdray.eval.responses import generate_responses, mean_score, score_responses
     from kdray.study.presets import TINY_EVAL
 
     eval_config = dataclasses.replace(TINY_EVAL, max_items=len(records))
     responses = generate_responses(model, tokenizer, records, eval_config)
-    return mean_score(score_responses(records, responses, "math"))
+    return mean_score(score_responses(records, responses, domain))
 
 
 def run_seed(args, seed: int) -> list[dict]:
@@ -116,7 +118,7 @@ def run_seed(args, seed: int) -> list[dict]:
             fine_tune(model, tokenizer, splits["train"][: args.train_examples], recipe, kd,
                       teacher if method != "sft" else None)  # fmt: skip
             metrics = held_out_metrics(model, tokenizer, test, teacher)
-            metrics["accuracy"] = accuracy(model, tokenizer, test)
+            metrics["accuracy"] = accuracy(model, tokenizer, test, args.domain)
             metrics["seconds"] = time.perf_counter() - began
             rows.append({"student": student, "method": method, "seed": seed, **metrics})
             print(f"  seed {seed} {student} {method}: acc {metrics['accuracy']:.1f} "
@@ -136,7 +138,7 @@ def prepare_teacher(args) -> dict:
     fine_tune(model, tokenizer, splits["train"], recipe, KDConfig(method="sft"))
     model.save_pretrained(str(Path(args.work) / "teacher"))
     metrics = held_out_metrics(model, tokenizer, splits["test"])
-    metrics["accuracy"] = accuracy(model, tokenizer, splits["test"])
+    metrics["accuracy"] = accuracy(model, tokenizer, splits["test"], args.domain)
     print(f"teacher {args.teacher}: pretrain {pretrained:.0f} s, total "
           f"{time.perf_counter() - began:.0f} s, acc {metrics['accuracy']:.1f}, "
           f"nll {metrics['nll']:.4f}", flush=True)  # fmt: skip
@@ -173,7 +175,7 @@ def summarise(rows: list[dict], args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--domain", default="math", choices=["math"])
+    parser.add_argument("--domain", default="math", choices=["math", "commonsense", "instruction"])
     parser.add_argument("--teacher", default="tiny-qwen2-m")
     parser.add_argument("--students", nargs="+", default=["tiny-qwen2-s"])
     parser.add_argument("--methods", nargs="+", default=["sft", "kd"])
@@ -182,8 +184,8 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=20000)
     parser.add_argument("--phrasings", type=int, default=3)
     parser.add_argument("--test-items", type=int, default=1000)
-    parser.add_argument("--pretrain-steps", type=int, default=400)
-    parser.add_argument("--teacher-pretrain-steps", type=int, default=800)
+    parser.add_argument("--pretrain-steps", type=int, help="default: the tiny preset's")
+    parser.add_argument("--teacher-pretrain-steps", type=int, help="default: the tiny preset's")
     parser.add_argument("--pretrain-lr", type=float, default=5e-3)
     parser.add_argument("--no-pretrain", action="store_true")
     parser.add_argument("--teacher-steps", type=int, default=600)
@@ -196,6 +198,12 @@ def main() -> None:
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--work", default=None, help="keep the teacher here (default: a temp dir)")
     args = parser.parse_args()
+    from kdray.study.presets import TINY_PRETRAINS
+
+    args.pretrain_steps = args.pretrain_steps or TINY_PRETRAINS[args.domain].steps
+    args.teacher_pretrain_steps = (
+        args.teacher_pretrain_steps or TINY_PRETRAINS[args.domain].teacher_steps
+    )
     args.work = args.work or tempfile.mkdtemp(prefix="calibrate-")
     began = time.perf_counter()
     if not (Path(args.work) / "teacher" / "config.json").exists():

@@ -29,35 +29,69 @@ CORPUS_SEED_OFFSET = 7_777_777
 """The corpus draws from config.seed + this, apart from the splits' own stream."""
 
 
-def _math_document(rng: random.Random, config: MathWorldConfig) -> str:
-    if rng.random() < 0.5:  # a line of facts
-        facts = []
-        for _ in range(rng.randint(3, 6)):
-            a = rng.randint(0, config.max_value)
-            b = rng.randint(0, max(config.max_operand, 1))
-            if rng.random() < 0.5:
-                a, b, c, op, word = a, b, a + b, "+", "plus"
-            else:
-                a, c = max(a, b), max(a, b) - b
-                op, word = "-", "minus"
-            facts.append(
-                f"{a} {op} {b} = {c}." if rng.random() < 0.7 else f"{a} {word} {b} is {c}."
-            )
-        return " ".join(facts)
-    name = rng.choice(NAMES)
-    item = rng.choice(ITEMS)
-    value = rng.randint(1, config.max_start)
-    sentences = [f"{name} has {value} {item}."]
-    for _ in range(rng.randint(1, 3)):
-        if value < config.max_value and rng.random() < 0.5:
+def _math_facts(rng: random.Random, config: MathWorldConfig) -> str:
+    facts = []
+    for _ in range(rng.randint(3, 6)):
+        a = rng.randint(0, config.max_value)
+        b = rng.randint(0, max(config.max_operand, 1))
+        if rng.random() < 0.5:
+            a, b, c, op, word = a, b, a + b, "+", "plus"
+        else:
+            a, c = max(a, b), max(a, b) - b
+            op, word = "-", "minus"
+        facts.append(f"{a} {op} {b} = {c}." if rng.random() < 0.7 else f"{a} {word} {b} is {c}.")
+    return " ".join(facts)
+
+
+def _math_events(rng: random.Random, config: MathWorldConfig):
+    """One to three people with things, and one to four changes in number among them:
+    (people, items, start values, events as (person, word, amount, before, after))."""
+    people = rng.sample(NAMES, rng.randint(1, 3))
+    items = dict(zip(people, rng.sample(ITEMS, len(people)), strict=True))
+    starts = {p: rng.randint(2, config.max_start) for p in people}
+    values, events = dict(starts), []
+    for _ in range(rng.randint(1, 4)):
+        person = rng.choice(people)
+        value = values[person]
+        if value < config.max_value and (value < 2 or rng.random() < 0.5):
             amount = rng.randint(1, min(config.max_operand, config.max_value - value))
-            sentences.append(f"{name} finds {amount} more, so now there are {value + amount}.")
-            value += amount
+            events.append((person, "plus", amount, value, value + amount))
         elif value >= 2:
             amount = rng.randint(1, min(config.max_operand, value - 1))
-            sentences.append(f"{name} loses {amount}, so {value - amount} are left.")
-            value -= amount
+            events.append((person, "minus", amount, value, value - amount))
+        else:
+            continue
+        values[person] = events[-1][-1]
+    return people, items, starts, events
+
+
+def _math_story(rng: random.Random, config: MathWorldConfig) -> str:
+    """A story of people whose things change in number, then either a recap in another order
+    or one person's changes counted in order. Both have to find that person's thing, amounts
+    and changes earlier in the text and skip the others': the reading the task needs, in
+    other words than its prompts and rationales."""
+    people, items, starts, events = _math_events(rng, config)
+    sentences = [f"{p} has {starts[p]} {items[p]}." for p in people]
+    for person, word, amount, _, _ in events:
+        sentences.append(f"{person} finds {amount} more." if word == "plus" else
+                         f"{person} loses {amount}.")  # fmt: skip
+    final = dict(starts) | {e[0]: e[-1] for e in events}
+    counted = [p for p in people if any(e[0] == p for e in events)]
+    if not counted or rng.random() < 0.4:
+        recap = rng.sample(people, len(people))
+        sentences.append(
+            "In the end " + " and ".join(f"{p} has {final[p]} {items[p]}" for p in recap) + "."
+        )
+        return " ".join(sentences)
+    person = rng.choice(counted)
+    steps = [f"{b} {w} {a} is {c}" for p, w, a, b, c in events if p == person]
+    sentences.append(f"Counting for {person}: " + ", ".join(steps) + ".")
+    sentences.append(f"So {person} has {final[person]} {items[person]}.")
     return " ".join(sentences)
+
+
+def _math_document(rng: random.Random, config: MathWorldConfig) -> str:
+    return _math_facts(rng, config) if rng.random() < 0.25 else _math_story(rng, config)
 
 
 def _commonsense_documents(config: CommonsenseWorldConfig) -> Callable[[random.Random], str]:
