@@ -139,7 +139,10 @@ def test_the_package_ships_the_default_studys_bases_for_the_world_built_here(tmp
     assert all(packaged_base(world, folder) for folder in folders)
     assert install_packaged_base(world, folders[0])
     record = pretraining_record(folders[0])
-    assert record["model"] == needs[0].model and record["recipe"]["steps"] == config.pretrain.teacher_steps
+    assert (
+        record["model"] == needs[0].model
+        and record["recipe"]["steps"] == config.pretrain.teacher_steps
+    )
 
 
 def test_a_damaged_or_foreign_packaged_base_is_refused(tmp_path):
