@@ -86,30 +86,36 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
+def paired_deltas(rows: pd.DataFrame, factor: str) -> pd.Series:
+    """One student's KD − SFT accuracy per (method, factor value, seed), each KD run paired
+    with the SFT run of its own seed (seeds without an SFT run are left out)."""
+    sft = _per_seed(rows[rows["method"] == "sft"], [])
+    kd = _per_seed(rows[is_distilled(rows["method"])], ["method", factor])
+    paired = kd[kd.index.get_level_values("_seed").isin(sft.index)]
+    return paired - sft.reindex(paired.index.get_level_values("_seed")).to_numpy()
+
+
 def accuracy_vs_factor(frame: pd.DataFrame, factor: str, path: Path) -> Path:
     """Accuracy against `factor` (T or σ) for each KD method, per student, with the student's
     SFT accuracy (its 95% CI over seeds shaded) and the teacher's accuracy as horizontal
     references. Each point: the mean over seeds of the runs' task means, with its 95% CI as an
-    error bar and one small dot per seed."""
+    error bar and one small dot per seed. Where SFT runs share seeds with the KD runs, a second
+    row shows the paired difference KD − SFT per seed with its 95% CI: the seed-to-seed spread
+    that widens the first row's intervals cancels there, as in the replicates table."""
     students_rows = frame[frame["role"] != "teacher"]
     students = (
         students_rows.groupby("student")["student_params_b"].first().sort_values(ascending=False)
     )
-    figure, axes = plt.subplots(
-        1, len(students), figsize=(4.2 * len(students), 3.4), squeeze=False, sharey=True
-    )
+    deltas = {s: paired_deltas(students_rows[students_rows["student"] == s], factor)
+              for s in students.index}  # fmt: skip
+    paired = any(len(d) for d in deltas.values())
+    figure, axes = plt.subplots(1 + paired, len(students), figsize=(4.2 * len(students),
+                                3.4 * (1 + paired)), squeeze=False, sharey="row")  # fmt: skip
     teacher = teacher_accuracy(frame).mean()
     for axis, student in zip(axes[0], students.index, strict=True):
         rows = students_rows[students_rows["student"] == student]
         for method, by_method in rows[is_distilled(rows["method"])].groupby("method"):
-            seeds = _per_seed(by_method, [factor])
-            curve = seeds.groupby(factor).agg(lambda v: mean_ci(v))
-            x = curve.index.to_numpy(dtype=float)
-            means = [m for m, _ in curve.to_numpy()]
-            halves = [0.0 if pd.isna(h) else h for _, h in curve.to_numpy()]
-            line = axis.errorbar(x, means, yerr=halves, marker="o", capsize=3, label=method)
-            axis.scatter(seeds.index.get_level_values(factor).to_numpy(dtype=float),
-                         seeds.to_numpy(), s=9, alpha=0.5, color=line[0].get_color())  # fmt: skip
+            _draw_curve(axis, _per_seed(by_method, [factor]), factor, method)
         sft, sft_half = mean_ci(_per_seed(rows[rows["method"] == "sft"], []))
         if pd.notna(sft):
             axis.axhline(sft, color="grey", linestyle="--", label="SFT")
@@ -122,7 +128,26 @@ def accuracy_vs_factor(frame: pd.DataFrame, factor: str, path: Path) -> Path:
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
     axes[0][-1].legend(loc="best", fontsize="small")
+    if paired:
+        for axis, student in zip(axes[1], students.index, strict=True):
+            for method, by_method in deltas[student].groupby(level="method"):
+                _draw_curve(axis, by_method.droplevel("method"), factor, method)
+            axis.axhline(0, color="grey", linestyle="--")
+            axis.set_xlabel(FACTORS[factor])
+            axis.grid(alpha=0.3)
+        axes[1][0].set_ylabel("KD − SFT, paired per seed (points)")
     return _save(figure, path)
+
+
+def _draw_curve(axis, seeds: pd.Series, factor: str, method: str) -> None:
+    """Mean ± 95% CI over seeds per value of `factor`, and one small dot per seed."""
+    curve = seeds.groupby(level=factor).agg(lambda v: mean_ci(v))
+    x = curve.index.to_numpy(dtype=float)
+    means = [m for m, _ in curve.to_numpy()]
+    halves = [0.0 if pd.isna(h) else h for _, h in curve.to_numpy()]
+    line = axis.errorbar(x, means, yerr=halves, marker="o", capsize=3, label=method)
+    axis.scatter(seeds.index.get_level_values(factor).to_numpy(dtype=float), seeds.to_numpy(),
+                 s=9, alpha=0.5, color=line[0].get_color())  # fmt: skip
 
 
 METHOD_COLOURS = {"kd": "tab:blue", "revkd": "tab:orange", "seqkd": "tab:green",

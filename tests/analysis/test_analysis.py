@@ -60,6 +60,21 @@ def test_markdown_and_figure(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_paired_deltas_pair_each_kd_run_with_the_sft_run_of_its_seed():
+    from analysis.figures import paired_deltas
+
+    def row(method, temperature, seed, accuracy):
+        return {"method": method, "temperature": temperature, "seed": seed,
+                "accuracy": accuracy, "task": "t"}  # fmt: skip
+
+    rows = pd.DataFrame([row("sft", None, 0, 50.0), row("sft", None, 1, 90.0),
+                         row("kd", 1.0, 0, 47.0), row("kd", 1.0, 1, 88.0),
+                         row("kd", 2.0, 1, 95.0), row("kd", 2.0, 2, 10.0)])  # fmt: skip
+    deltas = paired_deltas(rows, "temperature")
+    assert deltas.to_dict() == {("kd", 1.0, "0"): -3.0, ("kd", 1.0, "1"): -2.0,
+                                ("kd", 2.0, "1"): 5.0}  # seed 2 has no SFT run  # fmt: skip
+
+
 def test_csv_input_needs_the_required_columns(tmp_path):
     good = tmp_path / "good.csv"
     tidy(ROWS).drop(columns=["agreement", "fidelity"]).to_csv(good, index=False)
