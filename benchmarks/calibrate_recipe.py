@@ -200,10 +200,11 @@ def main() -> None:
     args = parser.parse_args()
     from kdray.study.presets import TINY_PRETRAINS
 
-    args.pretrain_steps = args.pretrain_steps or TINY_PRETRAINS[args.domain].steps
-    args.teacher_pretrain_steps = (
-        args.teacher_pretrain_steps or TINY_PRETRAINS[args.domain].teacher_steps
-    )
+    preset = TINY_PRETRAINS[args.domain]
+    if args.pretrain_steps is None:
+        args.pretrain_steps = preset.steps
+    if args.teacher_pretrain_steps is None:
+        args.teacher_pretrain_steps = preset.teacher_steps
     args.work = args.work or tempfile.mkdtemp(prefix="calibrate-")
     began = time.perf_counter()
     if not (Path(args.work) / "teacher" / "config.json").exists():

@@ -45,7 +45,8 @@ def _math_facts(rng: random.Random, config: MathWorldConfig) -> str:
 
 def _math_events(rng: random.Random, config: MathWorldConfig):
     """One to three people with things, and one to four changes in number among them:
-    (people, items, start values, events as (person, word, amount, before, after))."""
+    (people, items, start values, final values, events as (person, word, amount, before,
+    after))."""
     people = rng.sample(NAMES, rng.randint(1, 3))
     items = dict(zip(people, rng.sample(ITEMS, len(people)), strict=True))
     starts = {p: rng.randint(2, config.max_start) for p in people}
@@ -62,7 +63,7 @@ def _math_events(rng: random.Random, config: MathWorldConfig):
         else:
             continue
         values[person] = events[-1][-1]
-    return people, items, starts, events
+    return people, items, starts, values, events
 
 
 def _math_story(rng: random.Random, config: MathWorldConfig) -> str:
@@ -70,12 +71,11 @@ def _math_story(rng: random.Random, config: MathWorldConfig) -> str:
     or one person's changes counted in order. Both have to find that person's thing, amounts
     and changes earlier in the text and skip the others': the reading the task needs, in
     other words than its prompts and rationales."""
-    people, items, starts, events = _math_events(rng, config)
+    people, items, starts, final, events = _math_events(rng, config)
     sentences = [f"{p} has {starts[p]} {items[p]}." for p in people]
     for person, word, amount, _, _ in events:
         sentences.append(f"{person} finds {amount} more." if word == "plus" else
                          f"{person} loses {amount}.")  # fmt: skip
-    final = dict(starts) | {e[0]: e[-1] for e in events}
     counted = [p for p in people if any(e[0] == p for e in events)]
     if not counted or rng.random() < 0.4:
         recap = rng.sample(people, len(people))
