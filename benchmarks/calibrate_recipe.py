@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import re
 import statistics
 import tempfile
 import time
@@ -101,6 +102,7 @@ def accuracy(model, tokenizer, records, domain: str) -> float:
 
 def run_seed(args, seed: int) -> list[dict]:
     torch.set_num_threads(1)
+    apply_shapes(args)
     splits, documents, tokenizer = world(args)
     teacher_path = Path(args.work) / "teacher"
     from transformers import AutoModelForCausalLM
@@ -173,6 +175,20 @@ def summarise(rows: list[dict], args) -> None:
             print(f"{student}\t{metric}\t{mean:+.4f}\t{sd:.4f}\t{ratio:.2f}")
 
 
+def apply_shapes(args) -> None:
+    """`--shape`: replace zoo models' shapes in this process (each seed's worker calls it too,
+    so it holds under any start method)."""
+    from kdray.world import zoo
+
+    for shape in args.shape:
+        name, dims = shape.split("=")
+        layers, hidden, heads, kv_heads, intermediate = (int(d) for d in dims.split(","))
+        zoo.TINY_MODELS[name] = dataclasses.replace(
+            zoo.tiny_model(name), layers=layers, hidden=hidden, heads=heads,
+            kv_heads=kv_heads, intermediate=intermediate,
+        )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--domain", default="math", choices=["math", "commonsense", "instruction"])
@@ -188,7 +204,7 @@ def main() -> None:
     parser.add_argument("--teacher-pretrain-steps", type=int, help="default: the tiny preset's")
     parser.add_argument("--pretrain-lr", type=float, default=5e-3)
     parser.add_argument("--no-pretrain", action="store_true")
-    parser.add_argument("--teacher-steps", type=int, default=600)
+    parser.add_argument("--teacher-steps", type=int, help="default: the tiny preset's")
     parser.add_argument("--teacher-lr", type=float, default=3e-3)
     parser.add_argument("--student-steps", type=int, default=400)
     parser.add_argument("--student-lr", type=float, default=3e-3)
@@ -197,14 +213,30 @@ def main() -> None:
     parser.add_argument("--min-lr-ratio", type=float, default=0.1)
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--work", default=None, help="keep the teacher here (default: a temp dir)")
+    parser.add_argument(
+        "--shape", action="append", default=[], metavar="MODEL=L,H,HEADS,KV,FF",
+        help="try another shape for a zoo model: layers, hidden, heads, kv heads, intermediate "
+        "(e.g. tiny-qwen2-xs=3,32,2,1,64); repeatable",
+    )  # fmt: skip
     args = parser.parse_args()
-    from kdray.study.presets import TINY_PRETRAINS
+    from kdray.errors import ConfigError
+    from kdray.study.presets import TINY_PRETRAINS, TINY_TEACHER_TRAIN
+
+    for shape in args.shape:
+        if not re.fullmatch(r"[\w-]+=\d+(,\d+){4}", shape):
+            parser.error(f"--shape {shape!r}: write MODEL=LAYERS,HIDDEN,HEADS,KV,INTERMEDIATE")
+    try:
+        apply_shapes(args)
+    except ConfigError as error:
+        parser.error(str(error))
 
     preset = TINY_PRETRAINS[args.domain]
     if args.pretrain_steps is None:
         args.pretrain_steps = preset.steps
     if args.teacher_pretrain_steps is None:
         args.teacher_pretrain_steps = preset.teacher_steps
+    if args.teacher_steps is None:
+        args.teacher_steps = TINY_TEACHER_TRAIN.steps
     args.work = args.work or tempfile.mkdtemp(prefix="calibrate-")
     began = time.perf_counter()
     if not (Path(args.work) / "teacher" / "config.json").exists():

@@ -3,9 +3,10 @@ seeds 3 and 4 of the headline cell (`tiny-qwen2-s`, KD T=1 vs SFT: 5 paired seed
 it again with the float path perturbed (`ATEN_CPU_CAPABILITY=avx2` instead of the machine's
 AVX-512 kernels, or `default` where torch picks AVX2 already; in a fresh cache, so the teacher is
 trained again: a stand-in for a second machine). Prints one table: per cell and variant, the
-paired difference to the same student's SFT (mean and 95% CI, on accuracy and held-out NLL),
-SD of the differences, |mean|/SD on NLL, and whether the perturbed CI overlaps the unperturbed
-one with agreeing signs; then in how many runs the perturbation changed a number at all.
+paired difference to the same student's SFT (mean and 95% CI, on accuracy, held-out NLL and
+held-out KL(teacher ‖ student)), SD of the differences, |mean|/SD on NLL and KL, and whether
+the perturbed CI overlaps the unperturbed one with agreeing signs; then in how many runs the
+perturbation changed a number at all.
 
     python benchmarks/stability.py                        # about 40 minutes on 2 CPUs
     python benchmarks/stability.py --baseline-store sqlite:///mlflow.db \
@@ -96,11 +97,18 @@ def variant(
     return latest_study_frames(uri)
 
 
+METRICS = {"acc": "accuracy", "nll": "nll", "kl": "kl_teacher_student"}
+"""The table's metrics by suffix: accuracy, held-out NLL, and held-out KL(teacher ‖ student),
+where KD's effect on fidelity shows even when it leaves NLL alone."""
+
+
 def cells(frame: pd.DataFrame) -> pd.DataFrame:
-    accuracy = paired_table(frame, "accuracy")
-    nll = paired_table(frame, "nll")
     keys = ["student", "method", "temperature", "noise_sigma", "teacher_kind"]
-    merged = accuracy.merge(nll, on=keys, suffixes=("_acc", "_nll"))
+    merged = None
+    for suffix, metric in METRICS.items():
+        table = paired_table(frame, metric).set_index(keys).add_suffix(f"_{suffix}")
+        merged = table if merged is None else merged.join(table)
+    merged = merged.reset_index()
     return merged[merged["method"] != "sft"]
 
 
@@ -113,14 +121,19 @@ def signs_agree(a_mean, a_ci, b_mean, b_ci) -> bool:
     return not any(excludes) or (a_mean > 0) == (b_mean > 0)
 
 
+def ratio(row: pd.Series, suffix: str) -> float:
+    sd = row[f"delta_sd_{suffix}"]
+    return abs(row[f"delta_{suffix}"]) / sd if sd else 0.0
+
+
 def report(tables: dict[str, pd.DataFrame]) -> None:
     print("\n| cell | variant | n | Δ accuracy (95% CI) | SD(Δ acc) | Δ NLL (95% CI) | SD(Δ NLL) "
-          "| \\|Δ NLL\\|/SD | CI overlaps, signs agree (acc / NLL) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| \\|Δ NLL\\|/SD | Δ KL (95% CI) | \\|Δ KL\\|/SD "
+          "| CI overlaps, signs agree (acc / NLL / KL) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     base = tables["unperturbed"].set_index(["student", "temperature"])
     for name, table in tables.items():
         for _, row in table.iterrows():
-            ratio = abs(row["delta_nll"]) / row["delta_sd_nll"] if row["delta_sd_nll"] else 0
             check = ""
             if name != "unperturbed":
                 ref = base.loc[(row["student"], row["temperature"])]
@@ -129,13 +142,15 @@ def report(tables: dict[str, pd.DataFrame]) -> None:
                                       ref[f"delta_ci_{m}"])
                     and signs_agree(row[f"delta_{m}"], row[f"delta_ci_{m}"], ref[f"delta_{m}"],
                                     ref[f"delta_ci_{m}"]) else "NO"
-                    for m in ("acc", "nll")
+                    for m in METRICS
                 )  # fmt: skip
             print(f"| {row['student']} kd T={row['temperature']:g} | {name} | {row['pairs_acc']} "
                   f"| {format_ci(row['delta_acc'], row['delta_ci_acc'], 1, True)} "
                   f"| {row['delta_sd_acc']:.1f} "
                   f"| {format_ci(row['delta_nll'], row['delta_ci_nll'], 4, True)} "
-                  f"| {row['delta_sd_nll']:.4f} | {ratio:.2f} | {check} |")  # fmt: skip
+                  f"| {row['delta_sd_nll']:.4f} | {ratio(row, 'nll'):.2f} "
+                  f"| {format_ci(row['delta_kl'], row['delta_ci_kl'], 4, True)} "
+                  f"| {ratio(row, 'kl'):.2f} | {check} |")  # fmt: skip
 
 
 def bits_changed(unperturbed: pd.DataFrame, perturbed: pd.DataFrame) -> str:

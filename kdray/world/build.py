@@ -18,7 +18,7 @@ from kdray.world.pretraining import pretraining_corpus
 from kdray.world.tokenizer import save_tokenizer, train_tokenizer
 from kdray.world.zoo import build_model, count_parameters, family_models, tiny_model
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 """Bump when the generator's output changes for the same config."""
 MODEL_INIT_SEED = 1234
 PRETRAINING_DOCUMENTS = 20_000

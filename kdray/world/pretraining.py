@@ -5,7 +5,8 @@ start from pretrained checkpoints).
 - math: arithmetic statements ("7 + 3 = 10.", "7 plus 3 is 10.") over the world's number range
   and short stories of people and things changing in number;
 - commonsense: the fact table in sentences (what the questions ask about), in varied order;
-- instruction: sentences over the word vocabulary, with opposites and counts of animals.
+- instruction: short word lists retold (again, backwards, only the animals, counted, with the
+  adjective turned to its opposite).
 
 Each document is one line; the corpus is drawn from its own seed, so it shares no text with the
 task's splits by construction (no prompt template, no question, no rationale format)."""
@@ -115,16 +116,31 @@ def _commonsense_documents(config: CommonsenseWorldConfig) -> Callable[[random.R
 
 
 def _instruction_document(rng: random.Random) -> str:
-    nouns = rng.sample(WORD_ANIMALS + THINGS, rng.randint(3, 5))
-    animals = sum(w in WORD_ANIMALS for w in nouns)
-    adjective = rng.choice(ADJECTIVES)
-    parts = [
-        f"I see {' '.join(nouns)}.",
-        f"Of these, {animals} are animals.",
-        f"The opposite of {adjective} is {OPPOSITES[adjective]}.",
-        f"Backwards: {' '.join(reversed(nouns))}.",
+    """A short list of words (half the time with an adjective), then two to four retellings of
+    it: once more in order, backwards, only its animals, how many are animals, or with its
+    adjective turned into the opposite. These are the skills the sub-tasks need (copying in
+    order or reversed, keeping or counting one kind, changing one word), in other words than
+    the instructions. Copying has to be learnt here: fine-tuning alone did not teach it."""
+    nouns = WORD_ANIMALS + THINGS
+    n = rng.randint(3, 5)
+    has_adjective = rng.random() < 0.5
+    words = rng.sample(nouns, n - has_adjective) + [rng.choice(ADJECTIVES)] * has_adjective
+    rng.shuffle(words)
+    animals = [w for w in words if w in WORD_ANIMALS]
+    retellings = [
+        f"Once more: {' '.join(words)}.",
+        f"Backwards: {' '.join(reversed(words))}.",
+        f"Of these, {len(animals)} are animals.",
     ]
-    return " ".join(rng.sample(parts, rng.randint(2, 4)))
+    if animals:
+        retellings.append(f"The animals among them: {' '.join(animals)}.")
+    if has_adjective:
+        turned = " ".join(OPPOSITES.get(w, w) for w in words)
+        retellings.append(f"Turned to the opposite: {turned}.")
+    else:
+        adjective = rng.choice(ADJECTIVES)
+        retellings.append(f"The opposite of {adjective} is {OPPOSITES[adjective]}.")
+    return f"I see {' '.join(words)}. " + " ".join(rng.sample(retellings, rng.randint(2, 4)))
 
 
 def pretraining_corpus(config, size: int) -> list[str]:

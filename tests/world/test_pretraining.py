@@ -16,7 +16,11 @@ from kdray.world.bases import build_base, pretraining_record
 from kdray.world.build import build_world, init_seed
 from kdray.world.pretraining import pretraining_corpus
 from kdray.world.synthetic_commonsense import CommonsenseWorldConfig, fact_table
-from kdray.world.synthetic_instruction import InstructionWorldConfig
+from kdray.world.synthetic_instruction import (
+    OPPOSITES,
+    InstructionWorldConfig,
+    transform,
+)
 from kdray.world.synthetic_math import START_PHRASES, MathWorldConfig, generate_splits
 
 SMALL = MathWorldConfig(train_size=300, validation_size=40, test_size=40)
@@ -74,6 +78,32 @@ def test_commonsense_corpus_states_the_fact_table():
     text = " ".join(pretraining_corpus(config, 400))
     for animal in table.animals:
         assert f"The {animal} is {table.value('colour', animal)}." in text
+
+
+def test_instruction_corpus_retells_each_list_truly():
+    """Each retelling is the sub-task's transform of the document's own list, so the corpus
+    teaches copying, reversing, keeping and counting animals and turning an adjective."""
+    kinds = set()
+    for document in pretraining_corpus(InstructionWorldConfig(), 300):
+        listed, *retellings = re.split(r"(?<=\.) ", document)
+        words = listed.removeprefix("I see ").rstrip(".").split()
+        expected = {
+            "Once more": transform("copy", words),
+            "Backwards": transform("reverse", words),
+            "The animals among them": transform("filter", words),
+            "Turned to the opposite": transform("opposite", words),
+        }
+        for sentence in retellings:
+            head, _, tail = sentence.rstrip(".").partition(": ")
+            if head in expected:
+                assert tail.split() == expected[head], document
+            elif head.startswith("Of these"):
+                assert head.split()[2] == transform("count", words)[0], document
+            else:
+                adjective, opposite = re.fullmatch(r"The opposite of (\w+) is (\w+)", head).groups()
+                assert OPPOSITES[adjective] == opposite, document
+            kinds.add(head.split(",")[0])
+    assert {"Once more", "Backwards", "The animals among them", "Turned to the opposite"} <= kinds
 
 
 def test_rationales_vary_in_wording_but_not_in_arithmetic():
