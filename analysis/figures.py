@@ -127,6 +127,8 @@ def accuracy_vs_factor(frame: pd.DataFrame, factor: str, path: Path) -> Path:
         axis.set_xlabel(FACTORS[factor])
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
+    # A t interval over 3 seeds can reach past 0-100%; the axis keeps to what accuracy can be.
+    axes[0][0].set_ylim(-2, 102)
     axes[0][-1].legend(loc="best", fontsize="small")
     if paired:
         for axis, student in zip(axes[1], students.index, strict=True):
