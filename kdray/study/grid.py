@@ -23,6 +23,7 @@ from kdray.study.runtime import (
     PhaseClock,
     ProgressCallback,
     StudyOutcome,
+    close_abandoned_runs,
     connect_ray,
     deliver_kept_results,
     failed_trials,
@@ -106,13 +107,15 @@ def _fit_and_summarise(
     trials = int(parent.data.tags[PLANNED_TRIALS_TAG])
     tune_trials = int(parent.data.tags.get(PLANNED_TUNE_TRIALS_TAG, trials))
     experiment_id = parent.info.experiment_id
-    failures = failed_trials(client, experiment_id, parent_id)  # runs, not Tune trials
-    failed = len(failures)
     results_dir = Path(config.results_dir)
     if stopped_early(client, parent_id, grid, tune_trials):
+        failed = len(failed_trials(client, experiment_id, parent_id))
         return StudyOutcome(
             tracking_uri, experiment_id, parent_id, trials, failed, results_dir, clock.phases, True
         )
+    close_abandoned_runs(client, experiment_id, parent_id, grid.errors)
+    failures = failed_trials(client, experiment_id, parent_id)  # runs, not Tune trials
+    failed = len(failures)
     status = RunStatus.FINISHED if failed == 0 else RunStatus.FAILED
     RunLogger(tracking_uri, parent_id).log_metrics({"trials": trials, "failed_trials": failed})
     client.set_terminated(parent_id, RunStatus.to_string(status))

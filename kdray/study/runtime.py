@@ -139,9 +139,37 @@ def failed_trials(client: MlflowClient, experiment_id: str, parent_id: str) -> l
         f"tags.`{PARENT_TAG}` = '{parent_id}' and attributes.status = 'FAILED'",
     )
     return [
-        (r.data.tags.get(RUN_NAME_TAG, r.info.run_id), r.data.tags.get(FAILURE_TAG, "unknown"))
+        (
+            r.data.tags.get(RUN_NAME_TAG, r.info.run_id),
+            r.data.tags.get(FAILURE_TAG) or r.data.tags.get(DRIVER_LOST_TAG, "unknown"),
+        )
         for r in runs
     ]
+
+
+DRIVER_LOST_TAG = "kdray.driver_lost"
+"""On a trial's run that its driver never closed (killed, out of memory, its node lost): why.
+Unlike the failure reason a trial records itself, it lets --resume train the run again."""
+
+
+def close_abandoned_runs(
+    client: MlflowClient, experiment_id: str, parent_id: str, errors: list
+) -> int:
+    """Close FAILED the trial runs still RUNNING once Tune has ended every trial: their driver
+    died before it could close them, and the study would otherwise count them neither finished
+    nor failed (and exit 0). `errors`: Tune's errors of the failed trials, for the reason.
+    Returns how many were closed."""
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`kdray.role` = 'trial' "
+        "and attributes.status = 'RUNNING'",
+    )
+    first = next((str(e).strip().splitlines()[0] for e in errors if str(e).strip()), None)
+    reason = "its trial's driver ended without closing the run" + (f": {first}" if first else "")
+    for run in runs:
+        client.set_tag(run.info.run_id, DRIVER_LOST_TAG, reason[:500])
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+    return len(runs)
 
 
 def stopped_early(client: MlflowClient, parent_id: str, grid, planned: int) -> bool:
