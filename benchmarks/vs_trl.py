@@ -110,7 +110,9 @@ def run_kdray(args, prepared: dict) -> dict:
         spec, teacher_dir=prepared["teacher_dir"], teacher_cache=prepared["cache"]
     )
     ray.init(include_dashboard=False)
-    folder = fit(spec, "vs-trl-kdray", config.cache_root() / "ray_results")
+    # A new name each time: Ray Train would restore an earlier run of the same name instead.
+    name = f"vs-trl-kdray-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = fit(spec, name, config.cache_root() / "ray_results")
     metrics = json.loads((folder / "metrics.json").read_text())
     kl = held_out_kl(str(folder), prepared["teacher_dir"], spec)
     ray.shutdown()

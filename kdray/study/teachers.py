@@ -40,6 +40,12 @@ class PreparedTeacher:
         return json.loads((self.folder / METRICS_FILE).read_text())
 
 
+TEACHER_FORMAT = 2
+"""2: each teacher's Train run is named by its content key. Under 1 a second teacher of the
+same model in one cache (another domain, another recipe) could be a copy of the first, so
+folders made then are not reused."""
+
+
 def teacher_folder(
     world: World | HubWorld,
     name: str,
@@ -52,7 +58,7 @@ def teacher_folder(
     world's own model folder (a pretrained tiny base)."""
     trained = train.what_it_trains() if kind == "task-aware" else None
     start = [Path(init_dir).name] if init_dir else []  # the base's name holds its content key
-    key = content_key(world.key, name, kind, trained, to_dict(eval_config), *start)
+    key = content_key(TEACHER_FORMAT, world.key, name, kind, trained, to_dict(eval_config), *start)
     return world.root.parent.parent / "teachers" / f"{name}-{kind}-{key}"
 
 
@@ -75,14 +81,18 @@ def prepare_teacher(
         tracking_uri=tracking_uri, run_id=run_id,
     )  # fmt: skip
 
+    target = teacher_folder(world, name, kind, train, eval_config, init_dir)
+
     def build(staging: Path) -> None:
         if kind == "task-unaware":
             task = ray.remote(**_task_resources(train.use_gpu))(_evaluate_base_model)
             ray.get(task.remote(spec.to_dict(), str(staging)))
             return
-        shutil.copytree(fit(spec, f"teacher-{name}", storage_path), staging)
+        # Named by the teacher's content key: Ray Train restores a run of the same name in the
+        # same storage, which should resume this teacher's own interrupted training and never
+        # hand back another teacher (another domain's, or another recipe's) of the same model.
+        shutil.copytree(fit(spec, f"teacher-{target.name}", storage_path), staging)
 
-    target = teacher_folder(world, name, kind, train, eval_config, init_dir)
     folder, built_now = build_once(target, build, verify=True, on_rebuild=say)
     return PreparedTeacher(name, folder, built_now)
 
