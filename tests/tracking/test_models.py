@@ -67,7 +67,9 @@ def test_the_student_is_the_runs_model_with_only_its_folder_files(logged):
     for name, path in files.items():  # the exported files themselves, not links
         assert not path.is_symlink() and path.read_bytes() == (folder / name).read_bytes()
     size = sum(p.stat().st_size for p in files.values())
-    assert size < 200_000, f"a tiny student takes {size} bytes"
+    # 56,784 weights (tiny-qwen2-xs) and a tokenizer: well under what optimizer state or a
+    # checkpoint folder would add
+    assert size < 300_000, f"a tiny student takes {size} bytes"
 
 
 def test_the_logged_student_loads_and_answers_as_the_evaluation_does(logged):
