@@ -229,6 +229,7 @@ def _add_mlflow_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_mlflow_server(args: argparse.Namespace) -> int:
+    import contextlib
     import os
     import signal
     import subprocess
@@ -249,7 +250,15 @@ def _run_mlflow_server(args: argparse.Namespace) -> int:
         return server.wait()
     except KeyboardInterrupt:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # still shutting down gracefully after 10 s
+            pass
+        # Whatever of the group is left (a uvicorn worker slow to stop, seen under load) goes
+        # too: a survivor would keep the server's port and its share of our stdout.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
         return 0
 
 
