@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis.hypothesis_tests import spearman
 from analysis.replicates import LOWER_IS_BETTER, format_ci, per_run
-from analysis.uncertainty import ALPHA, mde_spearman, mde_t, mean_ci, spearman_ci
+from analysis.uncertainty import ALPHA, mde_spearman, paired_test, spearman_ci
 
 METRICS = ("accuracy", "nll")
 DIGITS = {"accuracy": 1, "nll": 4}
@@ -184,19 +183,6 @@ def paired_differences(
     return delta.assign(student_params=delta["student"].map(sizes))
 
 
-def paired_t(delta: pd.Series) -> dict:
-    """Two-sided paired t-test of the differences against 0: n, mean, 95% CI, t, p, MDE."""
-    n = len(delta)
-    mean, half = mean_ci(delta)
-    sd = float(delta.std(ddof=1)) if n > 1 else math.nan
-    t, p, mde = math.nan, math.nan, math.nan
-    if n > 1 and sd > 0:  # else no test, and no MDE (0 at no spread) either
-        result = stats.ttest_1samp(delta, 0.0)
-        t, p, mde = float(result.statistic), float(result.pvalue), mde_t(sd, n)
-    return {"n": n, "estimate": mean, "ci_low": mean - half, "ci_high": mean + half,
-            "statistic": t, "p": p, "mde": mde}  # fmt: skip
-
-
 def spearman_test(points: pd.DataFrame) -> dict:
     """Spearman's rho of `student_params` with `delta` (two-sided), its bootstrap CI, its MDE
     in rho, and how many distinct student sizes the points have."""
@@ -248,7 +234,7 @@ def _rows(finding: Finding, metric: str, pairs: pd.DataFrame, teacher: str) -> l
     groups.append((f"pooled over {students} student{'s' * (students != 1)}", pairs))
     rows = []
     for scope, part in groups:
-        result = paired_t(part["delta"].reset_index(drop=True))
+        result = paired_test(part["delta"].reset_index(drop=True))
         rows.append({"finding": label, "comparison": _comparison(finding, metric, scope),
                      "metric": metric, "test": "paired t, two-sided", **result,
                      "verdict": verdict(result, claimed, digits)})  # fmt: skip

@@ -19,7 +19,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from analysis.conventions import REFERENCE_METHODS, RUN_KEYS, RUN_METRICS, is_distilled
-from analysis.uncertainty import mde_f_test, mde_t, mean_ci
+from analysis.uncertainty import mde_f_test, mean_ci, paired_test
 
 CELL = ["student", "method", "temperature", "noise_sigma", "teacher_kind"]
 REPLICATE = ["domain", *CELL]
@@ -82,12 +82,13 @@ def paired_table(
             paired = group.set_index(pair)[metric]
             joined = pd.concat([paired, base], axis=1, join="inner").dropna()
             delta = joined.iloc[:, 0] - joined.iloc[:, 1]
-            row["pairs"] = len(delta)
-            row["delta"], row["delta_ci"] = mean_ci(delta)
-            row["delta_sd"] = float(delta.std(ddof=1)) if len(delta) > 1 else math.nan
-            row["p"] = _paired_p(delta)
+            test = paired_test(delta)
+            row["pairs"] = test["n"]
+            row["delta"], row["delta_ci"], row["delta_sd"] = (
+                test[k] for k in ("estimate", "half", "sd")
+            )
+            row["p"], row["mde"] = test["p"], test["mde"]  # two-sided, as the test
             row["p_wilcoxon"] = _wilcoxon_p(delta)
-            row["mde"] = mde_t(row["delta_sd"], len(delta))  # two-sided, as the test
             better = delta < 0 if metric in LOWER_IS_BETTER else delta > 0
             row["wins"] = int(better.sum())
         rows.append(row)
@@ -188,12 +189,6 @@ def _test_row(
     return {"test": test, "domain": domain, "task": "Average", "group": group,
             "statistic": statistic, "p_value": p, "n": int(n), "ci_low": ci[0],
             "ci_high": ci[1], "mde": mde}  # fmt: skip
-
-
-def _paired_p(delta: pd.Series) -> float:
-    if len(delta) < 2 or delta.std(ddof=1) == 0:
-        return math.nan
-    return float(stats.ttest_1samp(delta, 0.0).pvalue)
 
 
 def _p_text(p: float) -> str:

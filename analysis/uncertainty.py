@@ -2,6 +2,7 @@
 scipy and statsmodels.
 
 - `mean_ci`: the mean with the half-width of its t-interval;
+- `paired_test`: a paired t-test of differences against 0, with their mean, CI, SD and MDE;
 - `spearman_ci`: a percentile bootstrap interval of Spearman's rho (scipy.stats.bootstrap,
   paired resamples, a fixed seed, so the same rows give the same interval);
 - `mde_t`, `mde_f_test`, `mde_spearman`: the smallest effect a test at ALPHA finds with
@@ -43,6 +44,23 @@ def mean_ci(values, level: float = LEVEL) -> tuple[float, float]:
         return float(values.mean()), NAN
     half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * stats.sem(values)
     return float(values.mean()), float(half)
+
+
+def paired_test(delta) -> dict[str, float]:
+    """Two-sided t-test of paired differences against 0: n, mean (`estimate`), the CI's
+    `half` width and bounds, `sd`, t (`statistic`), p and the MDE. No test and no MDE (NaN)
+    below 2 differences or at no spread, where a t-test is undefined."""
+    values = np.asarray(delta, dtype=float)
+    values = values[~np.isnan(values)]
+    n = len(values)
+    mean, half = mean_ci(values)
+    sd = float(np.std(values, ddof=1)) if n > 1 else NAN
+    t = p = mde = NAN
+    if n > 1 and sd > 0:
+        result = stats.ttest_1samp(values, 0.0)
+        t, p, mde = float(result.statistic), float(result.pvalue), mde_t(sd, n)
+    return {"n": n, "estimate": mean, "half": half, "ci_low": mean - half,
+            "ci_high": mean + half, "sd": sd, "statistic": t, "p": p, "mde": mde}  # fmt: skip
 
 
 def _spearman_along(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:

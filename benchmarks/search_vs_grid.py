@@ -39,10 +39,9 @@ from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from scipy import stats
 
 from analysis.loader import study_parent_runs
-from analysis.uncertainty import mde_t, mean_ci
+from analysis.uncertainty import mean_ci, paired_test
 from kdray.cli.args import config_from_flags
 from kdray.cli.main import default_search_seeds
 from kdray.config.run import flatten, to_dict
@@ -162,8 +161,8 @@ def compare(search_scores: pd.Series, grid_scores: pd.Series, same: bool) -> dic
     search - grid over the seeds both have, with a paired t-test and a verdict."""
     both = pd.concat([search_scores, grid_scores], axis=1, join="inner").dropna()
     delta = both.iloc[:, 0] - both.iloc[:, 1]
-    mean, half = mean_ci(delta)
-    p = stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue if delta.std() > 0 else math.nan
+    test = paired_test(delta)
+    mean, half, p = test["estimate"], test["half"], test["p"]
     if same:
         verdict = "the same setting"
     elif math.isnan(half):
@@ -177,14 +176,9 @@ def compare(search_scores: pd.Series, grid_scores: pd.Series, same: bool) -> dic
         "search − grid (paired)": _ci(mean, half, signed=True, n=len(delta)),
         "p (paired t)": "" if math.isnan(p) else f"{p:.3g}",
         # the smallest |search - grid| this many seeds would have found (a null's resolution)
-        "MDE (paired t, power 0.8)": _mde(delta),
+        "MDE (paired t, power 0.8)": "" if math.isnan(test["mde"]) else f"{test['mde']:.1f}",
         "verdict": verdict,
     }
-
-
-def _mde(delta: pd.Series) -> str:
-    mde = mde_t(float(delta.std()), len(delta))
-    return "" if math.isnan(mde) else f"{mde:.1f}"
 
 
 def _ci(mean: float, half: float, signed: bool = False, n: int = 0) -> str:

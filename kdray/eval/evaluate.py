@@ -27,15 +27,38 @@ from kdray.eval.responses import (
 PREDICTIONS_FILE = "predictions.json"
 
 
+HELD_OUT_ROWS_LIMIT = 256 * 2**20
+"""Bytes of teacher log-probs on the test items a worker keeps between evaluations."""
+_held_out_rows: dict[tuple, list[torch.Tensor]] = {}
+
+
+def teacher_rows_memo(spec: RunSpec, tokenizer, test) -> list[torch.Tensor] | None:
+    """The eval teacher's log-probs on the test items, kept in this process: a Train worker
+    evaluates a setting's seeds one after another on the same items with the same teacher,
+    whose forward was a third of each evaluation. None (compute and drop them) when they
+    could exceed HELD_OUT_ROWS_LIMIT: a hub vocabulary over 1,000 responses would."""
+    # A token is at least one character: an upper bound on the scored positions.
+    positions = sum(len(record["output"]) + 1 for record in test)
+    if positions * len(tokenizer) * 4 > HELD_OUT_ROWS_LIMIT:
+        return None
+    key = (spec.eval_teacher_dir, spec.data_dir, len(test), spec.eval.batch_size)
+    if key not in _held_out_rows:
+        _held_out_rows.clear()  # one teacher and test set at a time
+        _held_out_rows[key] = []
+    return _held_out_rows[key]
+
+
 def likelihood_metrics(spec: RunSpec, model, tokenizer, validation, test) -> dict[str, float]:
     """Teacher-forced metrics on the references: test `nll`, `answer_token_accuracy` and (with
     the study's teacher) `kl_teacher_student`; `val_nll` for searches and early choices."""
-    teacher = None
+    teacher, rows = None, None
     if spec.eval_teacher_dir:
-        from kdray.models import load_model
+        rows = teacher_rows_memo(spec, tokenizer, test)
+        if not rows:
+            from kdray.models import load_model
 
-        teacher = load_model(spec.eval_teacher_dir, next(model.parameters()).device)
-    metrics = held_out_metrics(model, tokenizer, test, teacher, spec.eval.batch_size)
+            teacher = load_model(spec.eval_teacher_dir, next(model.parameters()).device)
+    metrics = held_out_metrics(model, tokenizer, test, teacher, spec.eval.batch_size, rows)
     metrics["val_nll"] = held_out_metrics(model, tokenizer, validation)["nll"]
     return metrics
 

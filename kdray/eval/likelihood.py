@@ -56,12 +56,19 @@ def held_out_metrics(
     records: Sequence[dict[str, str]],
     teacher: torch.nn.Module | None = None,
     batch_size: int = 64,
+    teacher_rows: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """nll, answer_token_accuracy and (with a teacher) kl_teacher_student over `records`."""
+    """nll, answer_token_accuracy and (with a teacher) kl_teacher_student over `records`.
+
+    `teacher_rows`: the teacher's log-probs at the scored positions, one tensor per batch, as
+    an earlier call on the same records and batch size left them: read when it holds them,
+    filled when it is empty (the teacher's forward is then skipped for later students)."""
     device = next(model.parameters()).device
     vocab = len(tokenizer)
     totals = {"nll": 0.0, "kl": 0.0, "tokens": 0, "answer_right": 0, "answer_tokens": 0}
     encoded = _encode(records, tokenizer)
+    reuse = bool(teacher_rows)
+    computed: list[torch.Tensor] = []
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
         width = max(len(ids) for ids, _, _ in chunk)
@@ -84,15 +91,21 @@ def held_out_metrics(
         right = logits.argmax(-1) == targets
         totals["answer_right"] += int(right[answer_mask].sum())
         totals["answer_tokens"] += int(answer_mask.sum())
-        if teacher is not None:
-            teacher_logits = teacher(input_ids=input_ids, attention_mask=attention).logits
-            log_p = F.log_softmax(teacher_logits[:, :-1, :vocab].float(), dim=-1)
-            kl = (log_p.exp() * (log_p - log_q)).sum(-1)
-            totals["kl"] += kl[mask].sum().item()
+        if teacher is not None or reuse:
+            if reuse:
+                log_p = teacher_rows[start // batch_size]
+            else:
+                teacher_logits = teacher(input_ids=input_ids, attention_mask=attention).logits
+                log_p = F.log_softmax(teacher_logits[:, :-1, :vocab].float(), dim=-1)[mask]
+                computed.append(log_p)
+            kl = (log_p.exp() * (log_p - log_q[mask])).sum(-1)
+            totals["kl"] += kl.sum().item()
+    if teacher_rows is not None and not reuse:  # complete: an interrupted call leaves none
+        teacher_rows.extend(computed)
     metrics = {
         "nll": totals["nll"] / max(1, totals["tokens"]),
         "answer_token_accuracy": 100.0 * totals["answer_right"] / max(1, totals["answer_tokens"]),
     }
-    if teacher is not None:
+    if teacher is not None or reuse:
         metrics["kl_teacher_student"] = totals["kl"] / max(1, totals["tokens"])
     return metrics

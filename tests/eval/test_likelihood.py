@@ -51,3 +51,40 @@ def test_nll_matches_a_hand_computation_and_kl_to_itself_is_zero(world):
     assert metrics["kl_teacher_student"] == pytest.approx(0.0, abs=1e-5)
     assert 0 <= metrics["answer_token_accuracy"] <= 100
     assert "kl_teacher_student" not in held_out_metrics(model, tokenizer, records)
+
+
+def test_teacher_rows_kept_by_one_evaluation_give_the_next_the_same_kl(world):
+    """A worker evaluating a setting's seeds reuses the teacher's held-out log-probs: the
+    metrics must be those of the teacher run afresh, to the bit."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = world.tokenizer()
+    student = AutoModelForCausalLM.from_pretrained(str(world.model_dir("tiny-qwen2-xs"))).eval()
+    teacher = AutoModelForCausalLM.from_pretrained(str(world.model_dir("tiny-qwen2-s"))).eval()
+    records = world.split("test")[:5]
+    rows: list[torch.Tensor] = []
+    first = held_out_metrics(student, tokenizer, records, teacher, batch_size=2, teacher_rows=rows)
+    assert len(rows) == 3  # one tensor per batch of 2
+    again = held_out_metrics(student, tokenizer, records, None, batch_size=2, teacher_rows=rows)
+    online = held_out_metrics(student, tokenizer, records, teacher, batch_size=2)
+    assert first == again == online
+    assert first["kl_teacher_student"] > 0.01  # two different models
+
+
+def test_the_teacher_rows_memo_keeps_one_test_set_and_refuses_a_large_one(monkeypatch):
+    from types import SimpleNamespace
+
+    from kdray.eval import evaluate
+
+    def spec(teacher: str):
+        eval_config = SimpleNamespace(batch_size=250)
+        return SimpleNamespace(eval_teacher_dir=teacher, data_dir="d", eval=eval_config)
+
+    tokenizer, test = [0] * 300, [{"output": "So 2 + 3 = 5. The answer is 5."}] * 10
+    rows = evaluate.teacher_rows_memo(spec("a"), tokenizer, test)
+    assert rows == [] and evaluate.teacher_rows_memo(spec("a"), tokenizer, test) is rows
+    rows.append(torch.zeros(1))
+    assert evaluate.teacher_rows_memo(spec("b"), tokenizer, test) == []  # another teacher
+    assert evaluate.teacher_rows_memo(spec("a"), tokenizer, test) == []  # "a" was dropped
+    monkeypatch.setattr(evaluate, "HELD_OUT_ROWS_LIMIT", 1000)
+    assert evaluate.teacher_rows_memo(spec("a"), tokenizer, test) is None
