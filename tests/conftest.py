@@ -59,6 +59,13 @@ def run_study_script(
     )
 
 
+def ctrl_c_able() -> None:
+    """preexec_fn: Ctrl-C (SIGINT) back to its default in the child. A suite started in the
+    background (`pytest &`) ignores SIGINT, and a Python child that inherits that never sees
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_study_script(
     *flags: str, cwd: Path, after: str, script: str = "temperature", sig=signal.SIGINT
 ) -> tuple[int, str]:
@@ -71,6 +78,7 @@ def interrupt_study_script(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=ctrl_c_able,
     )
     output = []
     for line in study.stdout:

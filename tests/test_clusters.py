@@ -16,7 +16,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from conftest import free_port, wait_for_http
+from conftest import ctrl_c_able, free_port, wait_for_http
 from kdray.trial.driver import DRIVER_RESOURCE_ENV, driver_resources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,12 +150,13 @@ def non_loopback_addresses() -> list[str]:
     return [a for a in found if "." in a and not a.startswith("127.")]
 
 
-def test_kdray_mlflow_server_serves_on_loopback_only(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_kdray_mlflow_server_serves_on_loopback_only_and_stops(tmp_path, stop):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "kdray", "mlflow-server", "--store", str(tmp_path),
          "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=ctrl_c_able,
     )  # fmt: skip
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health")
@@ -165,9 +166,13 @@ def test_kdray_mlflow_server_serves_on_loopback_only(tmp_path):
                 client.connect((address, port))
         assert (tmp_path / "mlflow.db").is_file()
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(stop)
         output = server.communicate(timeout=60)[0]
+    assert server.returncode == 0, output
     assert f"MLflow server on http://127.0.0.1:{port}" in output
+    with socket.socket() as client, pytest.raises(OSError):  # the server went with it
+        client.settimeout(2)
+        client.connect(("127.0.0.1", port))
 
 
 def test_kdray_mlflow_server_refuses_a_missing_store(tmp_path):
