@@ -71,6 +71,30 @@ def test_teacher_rows_kept_by_one_evaluation_give_the_next_the_same_kl(world):
     assert first["kl_teacher_student"] > 0.01  # two different models
 
 
+def test_nll_splits_into_the_tokens_where_the_teacher_is_unsure_and_the_rest(world):
+    from transformers import AutoModelForCausalLM
+
+    from kdray.eval.likelihood import UNSURE_NATS
+
+    tokenizer = world.tokenizer()
+    student = AutoModelForCausalLM.from_pretrained(str(world.model_dir("tiny-qwen2-xs"))).eval()
+    teacher = AutoModelForCausalLM.from_pretrained(str(world.model_dir("tiny-qwen2-s"))).eval()
+    records = world.split("test")[:5]
+    metrics = held_out_metrics(student, tokenizer, records, teacher, batch_size=2)
+    # An untrained teacher is unsure everywhere: every token is "unsure", none "sure".
+    assert metrics["nll_teacher_unsure"] == pytest.approx(metrics["nll"], rel=1e-9)
+    assert math.isnan(metrics["nll_teacher_sure"])
+    # A teacher that is the reference itself (a one-hot at every position) is sure everywhere.
+    sure = held_out_metrics(student, tokenizer, records, teacher_rows=[], batch_size=2)
+    assert "nll_teacher_unsure" not in sure  # no teacher, no split
+    rows = []
+    held_out_metrics(student, tokenizer, records, student, batch_size=2, teacher_rows=rows)
+    one_hot = [torch.full_like(r, -1e4).scatter(-1, r.argmax(-1, keepdim=True), 0.0) for r in rows]
+    split = held_out_metrics(student, tokenizer, records, None, batch_size=2, teacher_rows=one_hot)
+    assert math.isnan(split["nll_teacher_unsure"]) and UNSURE_NATS > 0
+    assert split["nll_teacher_sure"] == pytest.approx(split["nll"], rel=1e-9)
+
+
 def test_the_teacher_rows_memo_keeps_one_test_set_and_refuses_a_large_one(monkeypatch):
     from types import SimpleNamespace
 
