@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-RUN_METRICS = ("agreement", "fidelity", "nll", "kl_teacher_student", "answer_token_accuracy")
+RUN_METRICS = ("agreement", "fidelity", "nll", "kl_teacher_student", "answer_token_accuracy",
+               "nll_teacher_unsure", "nll_teacher_sure")  # fmt: skip
 """Metrics of a whole run (not per task): agreement and BLEU fidelity with the teacher, and the
-teacher-forced held-out NLL, KL(teacher || student) and answer-token accuracy."""
+teacher-forced held-out NLL, KL(teacher || student) and answer-token accuracy; the NLL where
+the teacher is unsure and where it is sure (kdray.eval.likelihood)."""
 RUN_KEYS = ["study", "teacher", "student", "method", "temperature", "noise_sigma",
             "teacher_kind", "domain", "seed", "role"]  # fmt: skip
 """What tells runs apart when a results file has no `run_id` column."""

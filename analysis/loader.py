@@ -29,6 +29,8 @@ SCHEMA_COLUMNS = (
     "nll",
     "kl_teacher_student",
     "answer_token_accuracy",
+    "nll_teacher_unsure",
+    "nll_teacher_sure",
 )
 REQUIRED_COLUMNS = ("study", "student", "method", "task", "accuracy")
 NUMERIC_COLUMNS = (
@@ -42,6 +44,8 @@ NUMERIC_COLUMNS = (
     "nll",
     "kl_teacher_student",
     "answer_token_accuracy",
+    "nll_teacher_unsure",
+    "nll_teacher_sure",
 )
 OPTIONAL_COLUMNS = [c for c in SCHEMA_COLUMNS if c not in REQUIRED_COLUMNS]
 PARAM_COLUMNS = [c for c in SCHEMA_COLUMNS if c not in ("accuracy", *RUN_METRICS)]
@@ -221,7 +225,7 @@ def read_results_csv(path: Path) -> pd.DataFrame:
 PERCENT_COLUMNS = ("accuracy", "agreement", "fidelity", "answer_token_accuracy")
 POSITIVE_COLUMNS = ("temperature",)
 NON_NEGATIVE_COLUMNS = ("noise_sigma", "student_params_b", "teacher_params_b", "nll",
-                        "kl_teacher_student")  # fmt: skip
+                        "kl_teacher_student", "nll_teacher_unsure", "nll_teacher_sure")  # fmt: skip
 
 
 def _check_values(frame: pd.DataFrame, path: Path) -> None:

@@ -24,7 +24,7 @@ from analysis.uncertainty import mde_f_test, mean_ci, paired_test
 CELL = ["student", "method", "temperature", "noise_sigma", "teacher_kind"]
 REPLICATE = ["domain", *CELL]
 """What a cell is: its seeds are its replicates."""
-LOWER_IS_BETTER = ("nll", "kl_teacher_student")
+LOWER_IS_BETTER = ("nll", "kl_teacher_student", "nll_teacher_unsure", "nll_teacher_sure")
 
 
 def per_run(frame: pd.DataFrame) -> pd.DataFrame:

@@ -97,15 +97,20 @@ def variant(
     return latest_study_frames(uri)
 
 
-METRICS = {"acc": "accuracy", "nll": "nll", "kl": "kl_teacher_student"}
-"""The table's metrics by suffix: accuracy, held-out NLL, and held-out KL(teacher ‖ student),
-where KD's effect on fidelity shows even when it leaves NLL alone."""
+METRICS = {"acc": "accuracy", "nll": "nll", "kl": "kl_teacher_student",
+           "unsure": "nll_teacher_unsure", "sure": "nll_teacher_sure"}  # fmt: skip
+"""The table's metrics by suffix: accuracy, held-out NLL, held-out KL(teacher ‖ student),
+where KD's effect on fidelity shows even when it leaves NLL alone, and the NLL split where the
+teacher is unsure (its choices of wording: what KD can pass on) and sure (the arithmetic).
+Runs trained before the split have no `unsure`/`sure` until benchmarks/rescore.py fills them."""
 
 
 def cells(frame: pd.DataFrame) -> pd.DataFrame:
     keys = ["student", "method", "temperature", "noise_sigma", "teacher_kind"]
     merged = None
     for suffix, metric in METRICS.items():
+        if metric not in frame or frame[metric].isna().all():
+            continue
         table = paired_table(frame, metric).set_index(keys).add_suffix(f"_{suffix}")
         merged = table if merged is None else merged.join(table)
     merged = merged.reset_index()
@@ -126,11 +131,22 @@ def ratio(row: pd.Series, suffix: str) -> float:
     return abs(row[f"delta_{suffix}"]) / sd if sd else 0.0
 
 
+def delta_text(row: pd.Series, suffix: str, digits: int) -> str:
+    if f"delta_{suffix}" not in row:
+        return "n/a"
+    return format_ci(row[f"delta_{suffix}"], row[f"delta_ci_{suffix}"], digits, True)
+
+
+def ratio_text(row: pd.Series, suffix: str) -> str:
+    return f"{ratio(row, suffix):.2f}" if f"delta_{suffix}" in row else "n/a"
+
+
 def report(tables: dict[str, pd.DataFrame]) -> None:
     print("\n| cell | variant | n | Δ accuracy (95% CI) | SD(Δ acc) | Δ NLL (95% CI) | SD(Δ NLL) "
-          "| \\|Δ NLL\\|/SD | Δ KL (95% CI) | \\|Δ KL\\|/SD "
+          "| \\|Δ NLL\\|/SD | Δ KL (95% CI) | \\|Δ KL\\|/SD | Δ NLL, teacher unsure "
+          "| \\|Δ\\|/SD | Δ NLL, teacher sure | \\|Δ\\|/SD "
           "| CI overlaps, signs agree (acc / NLL / KL) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     base = tables["unperturbed"].set_index(["student", "temperature"])
     for name, table in tables.items():
         for _, row in table.iterrows():
@@ -142,15 +158,16 @@ def report(tables: dict[str, pd.DataFrame]) -> None:
                                       ref[f"delta_ci_{m}"])
                     and signs_agree(row[f"delta_{m}"], row[f"delta_ci_{m}"], ref[f"delta_{m}"],
                                     ref[f"delta_ci_{m}"]) else "NO"
-                    for m in METRICS
+                    for m in ("acc", "nll", "kl")
                 )  # fmt: skip
-            print(f"| {row['student']} kd T={row['temperature']:g} | {name} | {row['pairs_acc']} "
-                  f"| {format_ci(row['delta_acc'], row['delta_ci_acc'], 1, True)} "
+            cell = f"{row['student']} kd T={row['temperature']:g}"
+            print(f"| {cell} | {name} | {int(row['pairs_acc'])} | {delta_text(row, 'acc', 1)} "
                   f"| {row['delta_sd_acc']:.1f} "
-                  f"| {format_ci(row['delta_nll'], row['delta_ci_nll'], 4, True)} "
-                  f"| {row['delta_sd_nll']:.4f} | {ratio(row, 'nll'):.2f} "
-                  f"| {format_ci(row['delta_kl'], row['delta_ci_kl'], 4, True)} "
-                  f"| {ratio(row, 'kl'):.2f} | {check} |")  # fmt: skip
+                  f"| {delta_text(row, 'nll', 4)} | {row['delta_sd_nll']:.4f} "
+                  f"| {ratio_text(row, 'nll')} | {delta_text(row, 'kl', 4)} "
+                  f"| {ratio_text(row, 'kl')} | {delta_text(row, 'unsure', 4)} "
+                  f"| {ratio_text(row, 'unsure')} | {delta_text(row, 'sure', 4)} "
+                  f"| {ratio_text(row, 'sure')} | {check} |")  # fmt: skip
 
 
 def bits_changed(unperturbed: pd.DataFrame, perturbed: pd.DataFrame) -> str:

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.loader import load_mlflow_results
-from conftest import PLANTED_TOKEN, free_port, wait_for_http
+from conftest import PLANTED_TOKEN, REPO, free_port, wait_for_http
 from kdray.tracking.server import server_command, server_env
 
 SMOKE_TRIALS = 2 * (1 + 2)  # 2 students x (sft + kd and revkd at one temperature)
@@ -122,6 +122,25 @@ def test_analysis_reads_the_runs_back_and_writes_table_and_figure(smoke):
     assert "all tasks" in table and (results / "results_by_task.csv").is_file()
     assert table.strip() in stdout  # the same table is printed
     assert "mlflow ui --backend-store-uri" in stdout
+
+
+def test_rescoring_reproduces_the_trials_own_held_out_metrics(smoke):
+    """benchmarks/rescore.py scores each kept student again with the trials' own code: on runs
+    that have every metric it adds none, and what it recomputes matches what they logged."""
+    workdir, uri, _ = smoke
+    _, _, runs = _study_runs(uri)
+    split = [r for r in runs if "nll_teacher_unsure" in r.data.metrics]
+    assert split and all(r.data.metrics["nll_teacher_sure"] >= 0 for r in split)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "rescore.py"), "--store", uri,
+         "--experiment", "kdray-temperature-smoke"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith(f"[kdray] 0 of {SMOKE_TRIALS} runs rescored, 0 without"), summary
+    drift = float(summary.split("largest |recomputed - logged| ")[1].split(",")[0])
+    assert drift < 1e-4, summary
 
 
 def test_the_study_ends_with_its_statistics_report_and_the_cli_rebuilds_it(smoke, tmp_path):
