@@ -12,6 +12,7 @@ from pathlib import Path
 from kdray.config.run import METHODS, TEACHER_KINDS
 from kdray.errors import KdrayError
 from kdray.folders import check_writable
+from kdray.tracking.runs import ROLE_TAG
 from kdray.tracking.stores import check_readable_store, resolve_tracking_uri
 
 
@@ -87,7 +88,7 @@ def _check_study_run(uri: str, run_id: str) -> None:
             f"no run {run_id!r} at {uri}: pass --parent-run, the study run id the study "
             "printed (or see `mlflow ui`), and --tracking-uri of its store"
         ) from None
-    if run.data.tags.get("kdray.role") != "study":
+    if run.data.tags.get(ROLE_TAG) != "study":
         raise KdrayError(
             f"run {run_id} is not a study's parent run (a trial's or a teacher's?): pass "
             "--parent-run of the study run"

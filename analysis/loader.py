@@ -9,6 +9,7 @@ import pandas as pd
 from analysis.conventions import REFERENCE_METHODS, RUN_METRICS
 from kdray.config.run import METHODS, TEACHER_KINDS, score_metric
 from kdray.errors import KdrayError
+from kdray.tracking.runs import role_is
 from kdray.tracking.stores import check_readable_store
 
 SCHEMA_COLUMNS = (
@@ -162,7 +163,7 @@ def study_parent_runs(
     """The study parent runs of an MLflow experiment (newest first), optionally only those of
     one study name or one parent run id."""
     client, found = find_experiment(tracking_uri, experiment)
-    query = "tags.`kdray.role` = 'study'"
+    query = role_is("study")
     if study:
         query += f" and tags.`kdray.study` = '{study}'"
     parents = [r.info.run_id for r in _all_runs(client, [found.experiment_id], query)]

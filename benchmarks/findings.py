@@ -52,6 +52,7 @@ from analysis.findings import (
     runs_of,
 )
 from analysis.loader import load_mlflow_results
+from kdray.tracking.runs import role_is
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPERATURES = (1.0, 2.0, 5.0)
@@ -59,7 +60,6 @@ TEMPERATURES = (1.0, 2.0, 5.0)
 TEMPERATURE_STUDY = ("temperature", "temperature-smoke")
 """The `kdray.study` tag of the baseline's study run (--smoke adds the suffix)."""
 SIZE_TEACHER = "tiny-qwen2-l"
-STUDY_QUERY = "tags.`kdray.role` = 'study'"
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def study_runs(client: MlflowClient, experiment: str) -> list:
     if found is None:
         return []
     return client.search_runs(
-        [found.experiment_id], STUDY_QUERY, order_by=["attributes.start_time DESC"]
+        [found.experiment_id], role_is("study"), order_by=["attributes.start_time DESC"]
     )
 
 

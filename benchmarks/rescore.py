@@ -32,7 +32,7 @@ from kdray.data.examples import read_split
 from kdray.eval.evaluate import likelihood_metrics
 from kdray.models import load_model
 from kdray.tracking.models import MODEL_FOLDER_TAG
-from kdray.tracking.runs import git_commit
+from kdray.tracking.runs import git_commit, role_is
 from kdray.train.loop import METRICS_FILE
 
 RESCORED_TAG = "kdray.rescored"
@@ -48,7 +48,7 @@ def trial_runs(client: MlflowClient, experiment: str | None) -> list:
     else:
         ids = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(
-        ids, "tags.`kdray.role` = 'trial' and attributes.status = 'FINISHED'", max_results=50000
+        ids, f"{role_is('trial')} and attributes.status = 'FINISHED'", max_results=50000
     )
 
 

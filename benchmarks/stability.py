@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.loader import load_mlflow_results
 from analysis.replicates import format_ci, paired_table
+from kdray.tracking.runs import role_is
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINE = {"student": "tiny-qwen2-s", "method": "kd", "temperature": 1.0}
@@ -66,7 +67,7 @@ def latest_study_frames(uri: str) -> pd.DataFrame:
         ):
             continue
         parents = client.search_runs(
-            [experiment.experiment_id], "tags.`kdray.role` = 'study'",
+            [experiment.experiment_id], role_is("study"),
             order_by=["attributes.start_time DESC"],
         )  # fmt: skip
         for parent in parents[:1]:  # the latest study of each experiment

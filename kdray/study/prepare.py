@@ -32,6 +32,7 @@ from kdray.study.teachers import (
 from kdray.study.trials import trial_plans
 from kdray.tracking.datasets import log_splits
 from kdray.tracking.runs import (
+    ROLE_TAG,
     RUN_NAME_TAG,
     RunLogger,
     ensure_experiment,
@@ -133,7 +134,7 @@ def open_parent_run(
     parent = client.create_run(
         experiment_id,
         run_name=f"{config.name} {stamp}",
-        tags={**tags, "kdray.role": "study", RUN_NAME_TAG: f"{config.name} {stamp}"},
+        tags={**tags, ROLE_TAG: "study", RUN_NAME_TAG: f"{config.name} {stamp}"},
     )
     return parent.info.run_id
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from kdray.config.run import flatten, to_dict
 from kdray.errors import KdrayError
 from kdray.study.config import StudyConfig
+from kdray.tracking.runs import role_is
 from kdray.tracking.stores import missing_sqlite_store, resolve_tracking_uri
 
 NOT_THE_GRID = (
@@ -49,7 +50,7 @@ def _study_runs(config: StudyConfig, uri: str) -> list:
         return []
     return client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`kdray.role` = 'study' and tags.`kdray.study` = '{config.name}'",
+        filter_string=f"{role_is('study')} and tags.`kdray.study` = '{config.name}'",
         order_by=["attributes.start_time DESC"],
         max_results=50,
     )

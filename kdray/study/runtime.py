@@ -20,7 +20,7 @@ from ray import tune
 from kdray.console import say
 from kdray.study.config import StudyConfig
 from kdray.tracking.outage import StudyOutage
-from kdray.tracking.runs import PARENT_TAG, RUN_NAME_TAG
+from kdray.tracking.runs import PARENT_TAG, RUN_NAME_TAG, role_is
 from kdray.trial.driver import DRIVER_CPUS, FAILURE_TAG
 
 
@@ -161,7 +161,7 @@ def close_abandoned_runs(
     Returns how many were closed."""
     runs = client.search_runs(
         [experiment_id],
-        f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`kdray.role` = 'trial' "
+        f"tags.`{PARENT_TAG}` = '{parent_id}' and {role_is('trial')} "
         "and attributes.status = 'RUNNING'",
     )
     first = next((str(e).strip().splitlines()[0] for e in errors if str(e).strip()), None)

@@ -9,7 +9,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from kdray.study.config import StudyConfig
-from kdray.tracking.runs import RunLogger, run_tags
+from kdray.tracking.runs import ROLE_TAG, RunLogger, run_tags
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class TeacherRuns:
             run_name=run_name,
             tags={
                 **run_tags(config.preset, config.domain, config.name),
-                "kdray.role": role,
+                ROLE_TAG: role,
                 "kdray.study_parent": self.parent_id,
             },
         )

@@ -19,6 +19,15 @@ from kdray.tracking.stores import resolve_tracking_uri, sqlite_path  # noqa: F40
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+ROLE_TAG = "kdray.role"
+"""What a run is: `study` (a study's parent run), `trial`, `teacher`, `pretrain`."""
+
+
+def role_is(role: str) -> str:
+    """An MLflow search filter: the runs of one role."""
+    return f"tags.`{ROLE_TAG}` = '{role}'"
+
+
 PINNED_PACKAGES = (
     "torch",
     "ray",

@@ -34,6 +34,7 @@ from kdray.tracking.outage import (
 )
 from kdray.tracking.runs import (
     PARENT_TAG,
+    ROLE_TAG,
     RUN_NAME_TAG,
     RunLogger,
     mark_failed,
@@ -93,7 +94,7 @@ def open_child_run(client: MlflowClient, study: dict[str, Any], plan: dict[str, 
             PARENT_TAG: study["parent_run_id"],
             RUN_NAME_TAG: plan["run_name"],
             TRIAL_KEY_TAG: plan["key"],
-            "kdray.role": "trial",
+            ROLE_TAG: "trial",
             "kdray.study": plan["params"]["study"],
             # a tag as well as a param, so the UI's filter and group-by find the replicate
             "kdray.seed": str(plan["params"].get("seed", "")),
