@@ -120,11 +120,18 @@ def _training_flags(
         "placement_strategy": args.placement_strategy,
         "grad_accum_steps": args.grad_accum_steps,
         "eval_every": args.eval_every,
+        "train_examples": args.train_examples,
     }
     train = {k: v for k, v in train.items() if v is not None}
     if args.finetune:
         train["finetune"] = args.finetune
     student_train = dataclasses.replace(config.student_train, **train)
+    pool = getattr(config.world, "train_size", None)  # a hub dataset's size is known later
+    if pool is not None and (student_train.train_examples or 0) > pool:
+        raise ConfigError(
+            f"--train-examples {student_train.train_examples} is more than the world's "
+            f"{pool} training items; pass at most {pool}"
+        )
     teacher_train = config.teacher_train
     if args.teacher_finetune:
         teacher_train = dataclasses.replace(teacher_train, finetune=args.teacher_finetune)

@@ -175,6 +175,13 @@ def _training_flags(parser: OneLineParser) -> None:
     )
     parser.add_argument("--steps", type=int, help="optimizer steps per student trial")
     parser.add_argument(
+        "--train-examples",
+        type=int,
+        metavar="N",
+        help="students train on the first N training items (tiny preset: 2000 of 16000; the "
+        "teacher keeps the whole pool): fewer gives the data-limited regime",
+    )
+    parser.add_argument(
         "--no-pretrain",
         action="store_true",
         help="tiny preset: start every model from a random initialisation instead of a base "

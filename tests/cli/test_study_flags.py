@@ -73,6 +73,8 @@ BAD_INPUT = [
     (["--skew-alpha", "2"], "skew_alpha must be in [0, 1]", None),
     (["--methods", "skew_rkl", "--skew-alpha", "1"], "skew_alpha = 1 makes skew_rkl zero", None),
     (["--grad-accum-steps", "0"], "grad_accum_steps must be >= 1", None),
+    (["--train-examples", "0"], "train_examples must be >= 1", None),
+    (["--train-examples", "20000"], "more than the world's 16000 training items", None),
     (["--domain", "poetry"], "invalid choice: 'poetry'", None),
     (["--family", "gpt"], "invalid choice: 'gpt'", None),
     (["--family", "llama", "--teacher", "tiny-qwen2-m"], "tiny-qwen2-m is a qwen model", None),
@@ -272,11 +274,14 @@ def test_the_bad_input_table_is_large():
 def test_flags_override_the_preset():
     config = config_from_flags(
         "temperature",
-        ["--temperatures", "1,3", "--students", "tiny-qwen2-xs", "--steps", "7", "--seeds", "0,1"],
-    )
+        ["--temperatures", "1,3", "--students", "tiny-qwen2-xs", "--steps", "7", "--seeds", "0,1",
+         "--train-examples", "500"],
+    )  # fmt: skip
     assert config.temperatures == (1.0, 3.0)
     assert config.students == ("tiny-qwen2-xs",)
     assert config.student_train.steps == 7
+    assert config.student_train.train_examples == 500
+    assert config.teacher_train.train_examples is None  # the teacher keeps its whole pool
     assert config.seeds == (0, 1)
 
 
