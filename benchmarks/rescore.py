@@ -10,8 +10,9 @@ trials' own code (kdray.eval.evaluate.likelihood_metrics) with the run's resolve
 difference is printed, so a rescoring that does not reproduce the run's own numbers shows.
 Only the missing metrics are logged, at the run's last step, and the run is tagged
 `kdray.rescored` with their names and this commit. Runs whose folder is gone are skipped and
-counted. Scoring is a forward pass over the test references per student (and one per teacher),
-about 2 s per tiny run on one core."""
+counted. Scoring is a forward pass over the test references per student (and one per teacher):
+52 tiny runs took 47 s. A store that does not exist or an unknown experiment is refused in one
+line (exit 2), and nothing is created."""
 
 from __future__ import annotations
 
@@ -29,10 +30,12 @@ from transformers import AutoTokenizer
 from kdray.config.run_spec import RunSpec
 from kdray.console import say
 from kdray.data.examples import read_split
+from kdray.errors import KdrayError
 from kdray.eval.evaluate import likelihood_metrics
 from kdray.models import load_model
 from kdray.tracking.models import MODEL_FOLDER_TAG
 from kdray.tracking.runs import git_commit, role_is
+from kdray.tracking.stores import check_readable_store
 from kdray.train.loop import METRICS_FILE
 
 RESCORED_TAG = "kdray.rescored"
@@ -43,7 +46,9 @@ def trial_runs(client: MlflowClient, experiment: str | None) -> list:
     if experiment:
         found = client.get_experiment_by_name(experiment)
         if found is None:
-            raise SystemExit(f"no experiment {experiment!r} in the store; see `mlflow ui`")
+            raise KdrayError(
+                f"no experiment {experiment!r} in the store: check its name in `mlflow ui`"
+            )
         ids = [found.experiment_id]
     else:
         ids = [e.experiment_id for e in client.search_experiments()]
@@ -76,8 +81,12 @@ def main() -> None:
     parser.add_argument("--experiment", help="one experiment by name (default: every one)")
     args = parser.parse_args()
 
-    client = MlflowClient(args.store)
-    runs = trial_runs(client, args.experiment)
+    try:
+        check_readable_store(args.store, "--store of the study's store")
+        client = MlflowClient(args.store)
+        runs = trial_runs(client, args.experiment)
+    except KdrayError as error:
+        parser.error(str(error))
     specs = {run.info.run_id: run_spec(client, run.info.run_id) for run in runs}
     # A teacher's held-out log-probs are kept between runs of the same teacher and test set.
     runs.sort(key=lambda r: (str(specs[r.info.run_id].eval_teacher_dir), r.info.run_name))

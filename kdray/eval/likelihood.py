@@ -94,7 +94,8 @@ def held_out_metrics(
         targets, mask = input_ids[:, 1:], scored[:, 1:].to(device)
         log_q = F.log_softmax(logits.float(), dim=-1)
         nll = -log_q.gather(-1, targets[..., None])[..., 0]
-        totals["nll"] += nll[mask].sum().item()
+        scored_nll = nll[mask]
+        totals["nll"] += scored_nll.sum().item()
         totals["tokens"] += int(mask.sum())
         answer_mask = answer[:, 1:].to(device) & mask
         right = logits.argmax(-1) == targets
@@ -111,7 +112,7 @@ def held_out_metrics(
             kl = (p * (log_p - log_q[mask])).sum(-1)
             totals["kl"] += kl.sum().item()
             unsure = -(p * log_p).sum(-1) > UNSURE_NATS
-            totals["unsure_nll"] += nll[mask][unsure].sum().item()
+            totals["unsure_nll"] += scored_nll[unsure].sum().item()
             totals["unsure_tokens"] += int(unsure.sum())
     if teacher_rows is not None and not reuse:  # complete: an interrupted call leaves none
         teacher_rows.extend(computed)

@@ -97,13 +97,13 @@ def missing_sqlite_store(uri: str) -> bool:
     return path is not None and not path.is_file()
 
 
-def check_readable_store(uri: str) -> None:
+def check_readable_store(
+    uri: str, fix: str = "--tracking-uri of the study's store (default ./mlflow.db)"
+) -> None:
     """A store a command only reads: a usable URI (store_problem) and, for SQLite, a file that
-    exists, since opening a missing one would create it; KdrayError (one line) otherwise."""
+    exists, since opening a missing one would create it; KdrayError (one line ending in what
+    to pass instead, `fix`: the command's own flag) otherwise."""
     if problem := store_problem(uri):
         raise KdrayError(problem)
     if missing_sqlite_store(uri):
-        raise KdrayError(
-            f"no MLflow store at {uri}: pass --tracking-uri of the study's store "
-            "(default ./mlflow.db)"
-        )
+        raise KdrayError(f"no MLflow store at {uri}: pass {fix}")

@@ -77,3 +77,23 @@ def test_a_lost_insert_race_is_told_apart_from_other_store_errors():
                  "(1062, \"Duplicate entry 'x' for key 'PRIMARY'\")"):  # fmt: skip
         assert _lost_insert_race(MlflowException(lost))
     assert not _lost_insert_race(MlflowException("no such table: datasets"))
+
+
+def test_rescore_refuses_a_store_that_is_not_there_and_creates_none(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    store = tmp_path / "nope" / "mlflow.db"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "rescore.py"), "--store", f"sqlite:///{store}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith(f"no MLflow store at sqlite:///{store}: pass --store of the study's store")
+    )
+    assert not store.parent.exists()
