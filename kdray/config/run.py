@@ -221,6 +221,10 @@ study: linear to zero)."""
     """Every N steps (and at the last) compute the run's own loss on the validation split and
     export the weights of the best such point, as the study's Trainer does with
     load_best_model_at_end (None: export the last weights)."""
+    average_decay: float = 0.0
+    """> 0: export and evaluate an exponential moving average of the weights over the steps
+    (Polyak averaging; kdray/train/averaging.py) with this decay per step, instead of the last
+    weights: 0.99 averages over about the last 100 steps. 0: the last weights."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # lists from JSON
@@ -292,6 +296,14 @@ study: linear to zero)."""
         _check(
             self.eval_every is None or self.eval_every >= 1,
             f"eval_every must be >= 1 step, got {self.eval_every}",
+        )
+        _check(
+            _finite(self.average_decay) and 0 <= self.average_decay < 1,
+            f"average_decay must be in [0, 1) (0: the last weights), got {self.average_decay}",
+        )
+        _check(
+            not (self.average_decay and self.eval_every),
+            "average_decay and eval_every both choose the weights a run exports: set one of them",
         )
         _check(self.max_length >= 8, f"max_length must be >= 8 tokens, got {self.max_length}")
         _check(

@@ -12,7 +12,7 @@ import ray
 from mlflow.entities import RunStatus
 
 from kdray.cache import is_complete
-from kdray.config.run import flatten, to_dict
+from kdray.config.run import flatten
 from kdray.console import say
 from kdray.hub.world import HubWorld
 from kdray.study.config import StudyConfig
@@ -20,6 +20,7 @@ from kdray.study.side_runs import TeacherRuns
 from kdray.tracking.runs import RunLogger, mark_failed
 from kdray.world.bases import (
     base_folder,
+    base_recipe,
     build_base,
     install_packaged_base,
     packaged_base,
@@ -133,7 +134,7 @@ def _open_run(
     config: StudyConfig, need: BaseNeed, runs: TeacherRuns, source: str = "pretrained"
 ) -> str:
     """The base's MLflow run; `source`: pretrained now, or taken from the package."""
-    recipe = config.pretrain.train_config(need.teacher, need.seed)
-    params = {"model": need.model, "seed": need.seed, **flatten(to_dict(recipe), "pretrain.")}
+    recipe = base_recipe(config.pretrain, need.teacher, need.seed)
+    params = {"model": need.model, "seed": need.seed, **flatten(recipe, "pretrain.")}
     params["source"] = source
     return runs.open(config, "pretrain", f"pretrain {need.model} seed={need.seed}", params)

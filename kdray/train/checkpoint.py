@@ -8,6 +8,7 @@ directory, so each name that could collide carries its rank:
   loop.rank<r>.json         rank r's position, counters, RNG state; rank 0's also the curves
   rng.rank<r>.safetensors   rank r's torch RNG states
   best.safetensors          (rank 0) the best-validation weights so far, if any
+  average.rank<r>.safetensors  rank r's part of the weights' moving average, if any
   .checksums.json.rank<r>   size and SHA-256 of each of rank r's files
 A checkpoint whose checksums do not match, or that belongs to another run, is not used: the
 run starts again from step 0."""
@@ -40,6 +41,10 @@ def _rng_file(rank: int) -> str:
     return f"rng.rank{rank}.safetensors"
 
 
+def _average_file(rank: int) -> str:
+    return f"average.rank{rank}.safetensors"
+
+
 def _checksums_file(rank: int) -> str:
     return f"{CHECKSUMS}.rank{rank}"
 
@@ -63,6 +68,8 @@ class LoopState:
     best_step: int | None = None
     best_weights: dict[str, torch.Tensor] | None = None
     """Trainable weights at the best validation loss so far (eval_every runs)."""
+    average_weights: dict[str, torch.Tensor] | None = None
+    """This rank's part of the moving average of the trainable weights (average_decay runs)."""
     delivered: dict[str, int] = field(default_factory=dict)
     """(rank 0) The last step of each curve that the tracking server has."""
     resumed_from: int | None = None
@@ -73,6 +80,7 @@ class LoopState:
     def to_json(self, python_rng: random.Random) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values.pop("best_weights")
+        values.pop("average_weights")
         values["python_rng"] = python_rng.getstate()
         return values
 
@@ -98,6 +106,8 @@ def save_checkpoint(
     save_file({k: v.contiguous() for k, v in rngs.items()}, str(folder / _rng_file(rank)))
     if rank == 0 and state.best_weights is not None:
         save_file(state.best_weights, str(folder / BEST_WEIGHTS))
+    if state.average_weights is not None:
+        save_file(state.average_weights, str(folder / _average_file(rank)))
     write_checksums(folder, _checksums_file(rank))
 
 
@@ -121,9 +131,11 @@ def restore_checkpoint(
         values = json.loads((folder / _loop_file(rank)).read_text())
         rngs = load_file(str(folder / _rng_file(rank)))
         best = load_file(str(folder / BEST_WEIGHTS)) if values["best_step"] is not None else None
+        average_file = folder / _average_file(rank)
+        average = load_file(str(average_file)) if average_file.is_file() else None
     python_rng = _as_tuples(values.pop("python_rng"))
     values["curves"] = {k: [tuple(p) for p in v] for k, v in values["curves"].items()}
-    state = LoopState(**values, best_weights=best)
+    state = LoopState(**values, best_weights=best, average_weights=average)
     state.resumed_from = state.step
     state.restarts += 1
     return state, python_rng, rngs

@@ -40,6 +40,7 @@ from kdray.models import load_model, quiet_libraries
 from kdray.teacher.cache import TeacherCache
 from kdray.teacher.placement import OnlineTeacher, online_teacher
 from kdray.tracking.outage import BufferedRunLogger, bound_http_retries
+from kdray.train.averaging import decay_at, load_average, local_weights, update_average
 from kdray.train.checkpoint import LoopState, restore_checkpoint, run_fingerprint, save_checkpoint
 from kdray.train.engine import create_engine, full_state_dict, load_trainable_state, trainable_state
 from kdray.train.lora import merged_lora_model, trainable_parameters, with_lora
@@ -345,6 +346,10 @@ def train_steps(worker: Worker, progress: LoopState, clock: StepClock) -> str | 
         if isinstance(step_loss, str):
             return step_loss
         curves["train_loss"].append((step, step_loss))
+        if train.average_decay:
+            weights = local_weights(worker.engine, train.zero_stage)
+            decay = decay_at(train.average_decay, step)
+            progress.average_weights = update_average(progress.average_weights, weights, decay)
         if train.eval_every and (step % train.eval_every == 0 or step == train.steps):
             loss = validation_loss(worker)
             curves["val_loss"].append((step, loss))
@@ -495,11 +500,14 @@ def report_progress(worker: Worker, step: int, progress: LoopState, clock: StepC
 
 
 def final_state(worker: Worker, progress: LoopState) -> dict[str, torch.Tensor]:
-    """The full weights at the best validation loss (or the last step), on every rank: under
-    ZeRO-3 both the restore of the best weights and the gather are collectives."""
+    """The full weights at the best validation loss, their average over the steps, or the last
+    step's, on every rank: under ZeRO-3 both the restore of the best weights and the gather are
+    collectives."""
     engine, train = worker.engine, worker.train
     if progress.best_weights is not None:
         load_trainable_state(engine, train.zero_stage, progress.best_weights)
+    if progress.average_weights is not None:
+        load_average(engine, train.zero_stage, progress.average_weights)
     return full_state_dict(engine, train.zero_stage)
 
 

@@ -13,6 +13,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kdray.cache import build_once, content_key, file_sha256, verify_checksums
 from kdray.config.pretrain import PretrainConfig
@@ -28,11 +29,20 @@ PACKAGED_RECORD = "packaged.json"
 TOKENIZER_FILE = "tokenizer.json"
 
 
+def base_recipe(pretrain: PretrainConfig, teacher: bool, seed: int) -> dict[str, Any]:
+    """The pretraining recipe that makes a base, as its cache key and record hold it. The plain
+    pretraining loop does not average weights, so `average_decay` (a Ray Train loop option,
+    added later) is not part of what makes a base: leaving it out keeps the bases built before
+    it, the packaged ones included, valid."""
+    recipe = to_dict(pretrain.train_config(teacher, seed))
+    recipe.pop("average_decay")
+    return recipe
+
+
 def base_folder(
     world: World, name: str, seed: int, pretrain: PretrainConfig, teacher: bool
 ) -> Path:
-    recipe = pretrain.train_config(teacher, seed)
-    key = content_key(world.key, name, seed, to_dict(recipe))
+    key = content_key(world.key, name, seed, base_recipe(pretrain, teacher, seed))
     return world.root.parent.parent / "bases" / f"{name}-seed{seed}-{key}"
 
 
@@ -60,7 +70,10 @@ def build_base(
         examples = encode_documents(world.pretraining_documents(), tokenizer)
         curve = train_plain(model, examples, tokenizer.pad_token_id, recipe, on_report=on_report)
         model.save_pretrained(str(staging), safe_serialization=True)
-        record = {"model": name, "seed": seed, "recipe": to_dict(recipe), "curve": curve}
+        record = {
+            "model": name, "seed": seed, "recipe": base_recipe(pretrain, teacher, seed),
+            "curve": curve,
+        }  # fmt: skip
         (staging / CURVE_FILE).write_text(json.dumps(record, indent=1))
 
     target = base_folder(world, name, seed, pretrain, teacher)
