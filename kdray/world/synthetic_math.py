@@ -1,7 +1,13 @@
 """A deterministic generator of math word problems in the LLM-Adapters form
 (instruction, input, output, answer) plus a `task` field ("arith-2step": the number of
 arithmetic steps, for scores per sub-task): one to three arithmetic steps, a short step-by-step
-rationale and a final "The answer is N." line, as in the study's math data."""
+rationale and a final line whose last number is the answer, as in the study's math data.
+
+A rationale is worded as a person might word it: each line one of several ways, the operands of
+a + or x step in either order, the item named after a result or not. None of it changes the
+arithmetic, all of it is drawn at random, so a teacher that has learnt the task spreads its
+next-token belief where the reference made one arbitrary choice: what KD can pass on beyond
+the reference (about a quarter of a rationale's tokens; a tenth with the wording alone)."""
 
 from __future__ import annotations
 
@@ -14,10 +20,20 @@ from kdray.world.splits import draw_splits
 NAMES = ("Tom", "Anna", "Ben", "Mia", "Sam", "Lucy", "Max", "Eva", "Leo", "Nora")
 ITEMS = ("apples", "pens", "books", "coins", "cards", "stickers", "marbles", "shells")
 START_PHRASES = ("{name} starts with {value} {item}.", "At first {name} has {value} {item}.",
-                 "{name} begins with {value} {item}.")  # fmt: skip
-STEP_PHRASES = ("{a} {op} {b} = {c}.", "Then {a} {op} {b} = {c}.", "So {a} {op} {b} = {c}.")
+                 "{name} begins with {value} {item}.", "{name} has {value} {item}.",
+                 "We start with {value} {item}.")  # fmt: skip
+STEP_PHRASES = ("{a} {op} {b} = {c}.", "Then {a} {op} {b} = {c}.", "So {a} {op} {b} = {c}.",
+                "Next, {a} {op} {b} = {c}.", "Now {a} {op} {b} = {c}.")  # fmt: skip
 """Rationale wordings (the first is the original one); every wording keeps the numbers in
 the same order, so the answer still follows from the steps."""
+ANSWER_PHRASES = (
+    "The answer is {value}.",
+    "So the answer is {value}.",
+    "{name} has {value} now.",
+    "{name} ends with {value} {item}.",
+)
+"""Wordings of the last line; each ends in the answer's number or its item, so the answer is
+still the response's last number."""
 
 
 @dataclass(frozen=True)
@@ -43,15 +59,30 @@ class MathWorldConfig:
     test_size: int = 300
     vocab_size: int = 400
     """Target size of the BPE tokenizer trained on the task."""
-    phrasings: int = 3
-    """Ways a rationale may word each line (1: one fixed wording). Drawn at random per line,
-    so a task-aware teacher's next-token distributions are not one-hot: there is something
-    for KD to transfer beyond the answer."""
+    phrasings: int = 5
+    """Ways a rationale may word its first line and each step (1: one fixed wording). Drawn
+    at random per line, so a task-aware teacher's next-token distributions are not one-hot:
+    there is something for KD to transfer beyond the answer."""
+    answer_phrasings: int = 4
+    """Ways the last line may be worded (1: always "The answer is N.")."""
+    commute_prob: float = 0.5
+    """Chance that a + or x step writes its operands the other way round ("3 + 12" for
+    "12 + 3"): both are right, so a teacher that knows the task splits its belief."""
+    unit_prob: float = 0.5
+    """Chance that a step names the item after its result ("= 15 apples.")."""
 
     def __post_init__(self) -> None:
         _check(
             1 <= self.phrasings <= len(START_PHRASES),
             f"phrasings must be in [1, {len(START_PHRASES)}]",
+        )
+        _check(
+            1 <= self.answer_phrasings <= len(ANSWER_PHRASES),
+            f"answer_phrasings must be in [1, {len(ANSWER_PHRASES)}]",
+        )
+        _check(
+            0 <= self.commute_prob <= 1 and 0 <= self.unit_prob <= 1,
+            "commute_prob and unit_prob must be in [0, 1]",
         )
         _check(1 <= self.min_steps <= self.max_steps, "need 1 <= min_steps <= max_steps")
         _check(self.max_start >= 2 and self.max_operand >= 1, "max_start/max_operand too small")
@@ -68,11 +99,15 @@ def _one_problem(rng: random.Random, config: MathWorldConfig) -> dict[str, str]:
     value = rng.randint(2, config.max_start)
     sentences = [f"{name} has {value} {item}."]
 
-    def phrase(options: tuple[str, ...]) -> str:
-        # One wording draws nothing, so phrasings=1 gives the earlier generator's texts exactly.
-        return options[rng.randrange(config.phrasings)] if config.phrasings > 1 else options[0]
+    def phrase(options: tuple[str, ...], count: int) -> str:
+        # One wording draws nothing (nor does a chance of 0 below), so the settings that turn a
+        # variation off give the earlier generator's texts exactly.
+        return options[rng.randrange(count)] if count > 1 else options[0]
 
-    rationale = [phrase(START_PHRASES).format(name=name, value=value, item=item)]
+    def chance(probability: float) -> bool:
+        return probability > 0 and rng.random() < probability
+
+    rationale = [phrase(START_PHRASES, config.phrasings).format(name=name, value=value, item=item)]
     steps = rng.randint(config.min_steps, config.max_steps)
     for _ in range(steps):
         feasible = {
@@ -98,13 +133,19 @@ def _one_problem(rng: random.Random, config: MathWorldConfig) -> dict[str, str]:
             amount = rng.randint(2, top)
             sentences.append(f"Then {name} has {amount} times as many.")
             new_value = value * amount
-        rationale.append(phrase(STEP_PHRASES).format(a=value, op=op, b=amount, c=new_value))
+        first, second = (
+            (amount, value) if op != "-" and chance(config.commute_prob) else (value, amount)
+        )
+        result = f"{new_value} {item}" if chance(config.unit_prob) else new_value
+        line = phrase(STEP_PHRASES, config.phrasings)
+        rationale.append(line.format(a=first, op=op, b=second, c=result))
         value = new_value
     if rng.random() < config.distractor_prob:
         position = rng.randint(1, len(sentences))
         sentences.insert(position, f"{other} has {rng.randint(2, config.max_start)} {other_item}.")
     sentences.append(f"How many {item} does {name} have now?")
-    rationale.append(f"The answer is {value}.")
+    last = phrase(ANSWER_PHRASES, config.answer_phrasings)
+    rationale.append(last.format(name=name, value=value, item=item))
     return {
         "instruction": " ".join(sentences),
         "input": "",

@@ -12,6 +12,7 @@ from kdray.config.pretrain import PretrainConfig
 from kdray.config.run import TrainConfig
 from kdray.config.schedule import warmup_then_decay
 from kdray.errors import ConfigError
+from kdray.eval.answers import extract_answer
 from kdray.world.bases import build_base, pretraining_record
 from kdray.world.build import build_world, init_seed
 from kdray.world.pretraining import pretraining_corpus
@@ -21,7 +22,12 @@ from kdray.world.synthetic_instruction import (
     InstructionWorldConfig,
     transform,
 )
-from kdray.world.synthetic_math import START_PHRASES, MathWorldConfig, generate_splits
+from kdray.world.synthetic_math import (
+    ANSWER_PHRASES,
+    START_PHRASES,
+    MathWorldConfig,
+    generate_splits,
+)
 
 SMALL = MathWorldConfig(train_size=300, validation_size=40, test_size=40)
 
@@ -108,16 +114,41 @@ def test_instruction_corpus_retells_each_list_truly():
 
 def test_rationales_vary_in_wording_but_not_in_arithmetic():
     varied = generate_splits(SMALL)["train"]
-    markers = ("starts with", "At first", "begins with")
+    markers = ("starts with", "At first", "begins with", " has ", "We start with")
     assert len(START_PHRASES) == len(markers)
-    openings = {next(m for m in markers if m in r["output"]) for r in varied}
-    assert len(openings) == 3
-    fixed = generate_splits(dataclasses.replace(SMALL, phrasings=1))["train"]
-    assert all(" starts with " in r["output"] for r in fixed)
+    first_lines = [r["output"].split(". ")[0] for r in varied]
+    assert {next(m for m in markers if m in line) for line in first_lines} == set(markers)
+    endings = {re.sub(r"\d+|[A-Z][a-z]+ (?=has|ends)|\w+\.$", "#", r["output"].split(". ")[-1])
+               for r in varied}  # fmt: skip
+    assert len(endings) == len(ANSWER_PHRASES)
+    swapped = units = 0
     for record in varied:
-        assert record["output"].endswith(f"The answer is {record['answer']}.")
+        item = re.search(r"How many (\w+) does", record["instruction"]).group(1)
+        steps = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)( \w+)?\.", record["output"])
+        assert len(steps) == int(record["task"].split("-")[1][0])  # every step is written
+        value = None
+        for a, op, b, c, unit in steps:
+            a, b, c = int(a), int(b), int(c)  # (test_world checks the arithmetic)
+            assert unit in ("", f" {item}")
+            if value is not None and a != value:  # the running amount comes second
+                assert op != "-" and b == value
+                swapped += 1
+            units += bool(unit)
+            value = c
+        assert extract_answer("number", record["output"]) == record["answer"] == str(value)
+    assert swapped > 0.2 * len(varied) and units > 0.5 * len(varied)  # both happen often
+    fixed = dataclasses.replace(
+        SMALL, phrasings=1, answer_phrasings=1, commute_prob=0.0, unit_prob=0.0
+    )
+    for record in generate_splits(fixed)["train"]:  # every variation off: the old wording
+        assert " starts with " in record["output"]
+        assert record["output"].endswith(
+            f" = {record['answer']}. The answer is {record['answer']}."
+        )
     with pytest.raises(ConfigError, match="phrasings"):
         MathWorldConfig(phrasings=0)
+    with pytest.raises(ConfigError, match="commute_prob"):
+        MathWorldConfig(commute_prob=1.5)
 
 
 def test_learning_rate_floor():

@@ -172,19 +172,31 @@ def test_instruction_references_are_correct(splits):
 
 
 # sha256 of the test/validation/train records (all fields but `task`) of MathWorldConfig(**_M),
-# and of the same with small numbers, computed with the math generator as it was before it
-# wrote a `task` field: the texts must not change.
+# and of the same with small numbers, each pinned when its wording was the default: the texts
+# of a config must not change (or the content keys would name different data).
 _M = {"train_size": 400, "validation_size": 40, "test_size": 40}
 _PRESET = {"max_start": 12, "max_operand": 4, "max_factor": 1, "max_value": 16}
+_OLD = {"answer_phrasings": 1, "commute_prob": 0.0, "unit_prob": 0.0}
+"""The variations added on 2026-12-06, turned off."""
 _MATH_DIGESTS = {
     # One wording (phrasings=1): the texts of the generator before rationales varied.
-    "a5bde4940ce0a977cf9c24315b0b78b0732b4aef0a3a47541851d7592642eeac": {**_M, "phrasings": 1},
-    "8d5d0a895ab4f9d00d80dc897b45f56e47ef81fb36eada2b2570ab5165deb6dc": {
-        **_M, **_PRESET, "distractor_prob": 0.3, "phrasings": 1,
+    "a5bde4940ce0a977cf9c24315b0b78b0732b4aef0a3a47541851d7592642eeac": {
+        **_M, **_OLD, "phrasings": 1,
     },
-    # Three wordings per rationale line (the default since 2026-12-03).
-    "b26198183121590e108c78ede71472df95928a600128615240f40207f472b33f": _M,
+    "8d5d0a895ab4f9d00d80dc897b45f56e47ef81fb36eada2b2570ab5165deb6dc": {
+        **_M, **_PRESET, **_OLD, "distractor_prob": 0.3, "phrasings": 1,
+    },
+    # Three wordings per rationale line (the default from 2026-12-03 to 2026-12-06).
+    "b26198183121590e108c78ede71472df95928a600128615240f40207f472b33f": {
+        **_M, **_OLD, "phrasings": 3,
+    },
     "9a0554dfc7157796a33d940b377a4af3ec94bca5c30b011c2a598c3982d0c719": {
+        **_M, **_PRESET, **_OLD, "distractor_prob": 0.3, "phrasings": 3,
+    },
+    # Five wordings a line, four last lines, operands in either order, items named or not
+    # (the default since 2026-12-06).
+    "81435efd24274fa9bf43f70830e6dcff2be05bc8175345e14e67eadb6cfab06b": _M,
+    "fc220c83fa6451fa1450466b79aa4c7ebaf55cb79f48b2c6cf7dd906e899789e": {
         **_M, **_PRESET, "distractor_prob": 0.3,
     },
 }  # fmt: skip
