@@ -11,8 +11,9 @@ greedy accuracy on a few hundred items cannot.
   teacher is given (the fidelity the KD loss optimises, measured on held-out text).
 - `nll_teacher_unsure` / `nll_teacher_sure`: `nll` over the response tokens where the teacher's
   entropy is above / at most UNSURE_NATS, when a teacher is given. In the tiny math world the
-  unsure ones are the rationale's choices of wording (about a tenth of the tokens): where a
-  teacher has something to pass on beyond the reference; the sure ones are the arithmetic."""
+  unsure ones are the rationale's arbitrary choices (wording, operand order, whether an item is
+  named: 24% of the tokens): where a teacher has something to pass on beyond the reference;
+  the sure ones are the arithmetic."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ A rationale is worded as a person might word it: each line one of several ways, 
 a + or x step in either order, the item named after a result or not. None of it changes the
 arithmetic, all of it is drawn at random, so a teacher that has learnt the task spreads its
 next-token belief where the reference made one arbitrary choice: what KD can pass on beyond
-the reference (about a quarter of a rationale's tokens; a tenth with the wording alone)."""
+the reference (24% of a rationale's tokens, where the teacher's entropy is above 0.1 nats; 11%
+when only each line's wording varied)."""
 
 from __future__ import annotations
 
