@@ -42,7 +42,7 @@ def world(args):
     from kdray.study.presets import TINY_WORLDS
 
     config = dataclasses.replace(TINY_WORLDS[args.domain], test_size=args.test_items)
-    if hasattr(config, "phrasings"):  # only the math world words its rationales several ways
+    if args.phrasings is not None:  # only the math world words its lines several ways
         config = dataclasses.replace(config, phrasings=args.phrasings)
     splits = generate_splits(config)
     documents = pretraining_corpus(config, args.documents)
@@ -198,7 +198,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--documents", type=int, default=20000)
-    parser.add_argument("--phrasings", type=int, default=3)
+    parser.add_argument(
+        "--phrasings",
+        type=int,
+        default=None,
+        help="math: wordings per line (default: the preset's)",
+    )
     parser.add_argument("--test-items", type=int, default=1000)
     parser.add_argument("--pretrain-steps", type=int, help="default: the tiny preset's")
     parser.add_argument("--teacher-pretrain-steps", type=int, help="default: the tiny preset's")
@@ -219,6 +224,8 @@ def main() -> None:
         "(e.g. tiny-qwen2-xs=3,32,2,1,64); repeatable",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.phrasings is not None and args.domain != "math":
+        parser.error("--phrasings is the math world's: drop it or pass --domain math")
     from kdray.errors import ConfigError
     from kdray.study.presets import TINY_PRETRAINS, TINY_TEACHER_TRAIN
 

@@ -89,7 +89,10 @@ def tiny(
         pretrain=PretrainConfig(steps=20, teacher_steps=40),
         seeds=TINY_SEEDS[:1],  # the path, not the statistics
         teacher_train=dataclasses.replace(TINY_TEACHER_TRAIN, steps=120, report_every=60),
-        student_train=dataclasses.replace(TINY_STUDENT_TRAIN, steps=20, report_every=10),
+        # A warm-up as long as the run would leave its rate at a fraction of the peak.
+        student_train=dataclasses.replace(
+            TINY_STUDENT_TRAIN, steps=20, warmup_steps=5, report_every=10
+        ),
         eval=EvalConfig(max_items=40, max_new_tokens=48),
         results_dir=f"results/{name}-smoke",
     )
