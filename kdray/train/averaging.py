@@ -34,11 +34,14 @@ def update_average(
     average: dict[str, torch.Tensor] | None, weights: dict[str, torch.Tensor], decay: float
 ) -> dict[str, torch.Tensor]:
     """The average after one more step: `decay` of the old one plus the rest of `weights` (in
-    fp32 whatever the weights' dtype); the first call copies `weights`."""
+    fp32 whatever the weights' dtype, on the weights' device: no transfer per step); the first
+    call copies `weights`."""
     if average is None:
-        return {n: w.detach().float().cpu().clone() for n, w in weights.items()}
+        return {n: w.detach().float().clone() for n, w in weights.items()}
     for name, weight in weights.items():
-        average[name].lerp_(weight.detach().float().cpu(), 1.0 - decay)
+        if average[name].device != weight.device:  # restored from a checkpoint, on the CPU
+            average[name] = average[name].to(weight.device)
+        average[name].lerp_(weight.detach().float(), 1.0 - decay)
     return average
 
 

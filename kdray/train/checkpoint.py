@@ -107,7 +107,8 @@ def save_checkpoint(
     if rank == 0 and state.best_weights is not None:
         save_file(state.best_weights, str(folder / BEST_WEIGHTS))
     if state.average_weights is not None:
-        save_file(state.average_weights, str(folder / _average_file(rank)))
+        average = {k: v.cpu().contiguous() for k, v in state.average_weights.items()}
+        save_file(average, str(folder / _average_file(rank)))
     write_checksums(folder, _checksums_file(rank))
 
 
