@@ -216,7 +216,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--min-lr-ratio", type=float, default=0.1)
-    parser.add_argument("--train-examples", type=int, default=2000)
+    parser.add_argument(
+        "--train-examples", type=int, help="default: the preset's (all the training problems)"
+    )
     parser.add_argument("--work", default=None, help="keep the teacher here (default: a temp dir)")
     parser.add_argument(
         "--shape", action="append", default=[], metavar="MODEL=L,H,HEADS,KV,FF",
@@ -227,7 +229,7 @@ def main() -> None:
     if args.phrasings is not None and args.domain != "math":
         parser.error("--phrasings is the math world's: drop it or pass --domain math")
     from kdray.errors import ConfigError
-    from kdray.study.presets import TINY_PRETRAINS, TINY_TEACHER_TRAIN
+    from kdray.study.presets import TINY_PRETRAINS, TINY_STUDENT_TRAIN, TINY_TEACHER_TRAIN
 
     for shape in args.shape:
         if not re.fullmatch(r"[\w-]+=\d+(,\d+){4}", shape):
@@ -244,6 +246,8 @@ def main() -> None:
         args.teacher_pretrain_steps = preset.teacher_steps
     if args.teacher_steps is None:
         args.teacher_steps = TINY_TEACHER_TRAIN.steps
+    if args.train_examples is None:  # None in the preset: the whole split
+        args.train_examples = TINY_STUDENT_TRAIN.train_examples
     args.work = args.work or tempfile.mkdtemp(prefix="calibrate-")
     began = time.perf_counter()
     if not (Path(args.work) / "teacher" / "config.json").exists():

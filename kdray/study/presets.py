@@ -54,9 +54,10 @@ _GENTLE = {"learning_rate": 3e-3, "warmup_steps": 50, "weight_decay": 0.1, "min_
 TINY_TEACHER_TRAIN = TrainConfig(
     steps=1200, batch_size=32, cpus_per_worker=1.98, report_every=400, **_GENTLE
 )
-TINY_STUDENT_TRAIN = TrainConfig(
-    steps=400, batch_size=32, train_examples=2000, report_every=200, **_GENTLE
-)
+# Students train on the teacher's whole pool (train_examples None), as in the study: on the
+# first 2,000 problems the gain from KD depended on the seed's base (SD of the paired Δ
+# accuracy 6.5 points over 5 seeds); on all 16,000 it was 1.2 (README, "The tiny world").
+TINY_STUDENT_TRAIN = TrainConfig(steps=400, batch_size=32, report_every=200, **_GENTLE)
 TINY_EVAL = EvalConfig(max_items=TINY_TEST_ITEMS, batch_size=250)
 
 
