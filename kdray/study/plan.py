@@ -265,6 +265,11 @@ def _training_line(config: StudyConfig) -> str:
         + (f"{train.epochs:g} epochs" if train.epochs else f"{train.steps} steps")
         + (f" (= {steps} steps)" if steps and train.epochs else "")
         + (
+            f" on the first {train.train_examples} training items"
+            if train.train_examples
+            else " on all the training items"
+        )
+        + (
             f"; best of the validation loss every {train.eval_every} steps"
             if train.eval_every
             else ""

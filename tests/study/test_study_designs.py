@@ -136,6 +136,13 @@ def test_every_study_script_plans_with_dry_run(study, capsys):
     assert "trials" in capsys.readouterr().out
 
 
+def test_the_plan_says_which_training_items_the_students_use(capsys):
+    assert study_main("temperature", ["--dry-run"]) == 0
+    assert "400 steps on all the training items" in capsys.readouterr().out
+    assert study_main("temperature", ["--dry-run", "--train-examples", "500"]) == 0
+    assert "on the first 500 training items" in capsys.readouterr().out
+
+
 def test_bad_num_samples_is_one_line_and_exit_2(capsys):
     assert study_main("optimal", ["--num-samples", "0"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
