@@ -1,13 +1,15 @@
-"""What every trial pays whatever it trains, with a Train run per seed and with a setting's
-seeds sharing one Train run (the default): the same small study run both ways, side by side
-in one invocation.
+"""What every trial pays whatever it trains, with each `--train-runs` choice: a Train run per
+run, a Train run per setting (its seeds in turn), and the runs packed into the Train runs that
+run at once (the default): the same small study run three ways, side by side in one
+invocation.
 
     python benchmarks/fixed_cost.py   # tiny-qwen2-xs: sft + kd T=1,2, 3 seeds, 100 steps
 
 Fixed cost per trial = (trials phase wall x trials in flight - the runs' train_seconds and
 eval_seconds) / runs: Tune and Train start-up, worker processes and their imports, DeepSpeed
-set-up, export, checkpoints and tracking. It prints both, their ratio, the trials phase walls,
-and whether the two ways gave the same metrics (they should: the same seeds, the same runs)."""
+set-up, export, checkpoints and tracking. It prints each, its ratio to a Train run per run,
+the trials phase walls, and whether the ways gave the same metrics (they should: the same
+seeds, the same runs)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from kdray.study.grid import run_study
 from kdray.study.runtime import trials_in_flight
 from kdray.tracking.runs import PARENT_TAG
 
+WAYS = ("run", "setting", "packed")
+"""--train-runs choices, the first the baseline of the ratios."""
 TIMINGS = ("seconds", "per_second", "peak_rss", "worker_nodes")
 """Metrics that measure the machine, not the run: left out of the comparison."""
 
@@ -68,12 +72,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kdray-fixed-cost-"))
     result = {}
     runs = {}
-    for way, flag in (("run per seed", ["--run-per-seed"]), ("seeds share a run", [])):
+    for way in WAYS:
         flags = [
             "--students", args.student, "--methods", "kd", "--temperatures", args.temperatures,
-            "--seeds", args.seeds, "--steps", str(args.steps), *flag,
-            "--tracking-uri", f"sqlite:///{work}/mlflow.db", "--experiment", f"fixed-{len(flag)}",
-            "--results-dir", str(work / str(len(flag))),
+            "--seeds", args.seeds, "--steps", str(args.steps), "--train-runs", way,
+            "--tracking-uri", f"sqlite:///{work}/mlflow.db", "--experiment", f"fixed-{way}",
+            "--results-dir", str(work / way),
         ] + (["--cache-dir", args.cache_dir] if args.cache_dir else [])  # fmt: skip
         config = config_from_flags("temperature", flags)
         outcome = run_study(config)
@@ -84,22 +88,24 @@ def main() -> None:
             "trials_seconds": outcome.phase_seconds["trials"],
             "fixed_seconds_per_trial": fixed_cost_per_trial(outcome, runs[way], in_flight),
         }
-    per_seed, shared = result["run per seed"], result["seeds share a run"]
-    equal, compared = same_metrics(runs["run per seed"], runs["seeds share a run"])
-    result["metrics_equal"] = [equal, compared]
     print(
         f"\n{args.student}: sft + kd T={args.temperatures}, seeds {args.seeds}, {args.steps} steps"
     )
-    print("| | a Train run per seed | seeds share a Train run | ratio |")
-    print("|---|---|---|---|")
-    for key, label in (
-        ("fixed_seconds_per_trial", "fixed cost per trial"),
-        ("trials_seconds", "trials phase wall"),
-    ):
-        ratio = shared[key] / per_seed[key]
-        print(f"| {label} | {per_seed[key]:.1f} s | {shared[key]:.1f} s | {ratio:.2f} |")
-    print(f"| runs finished | {per_seed['runs']} | {shared['runs']} | |")
-    print(f"metrics equal between the two ways: {equal} of {compared} (timings left out)")
+    print("| --train-runs | fixed cost per run | ratio | trials phase wall | ratio | runs |")
+    print("|---|---|---|---|---|---|")
+    first = result[WAYS[0]]
+    for way in WAYS:
+        mine = result[way]
+        print(
+            f"| {way} | {mine['fixed_seconds_per_trial']:.1f} s "
+            f"| {mine['fixed_seconds_per_trial'] / first['fixed_seconds_per_trial']:.2f} "
+            f"| {mine['trials_seconds']:.1f} s "
+            f"| {mine['trials_seconds'] / first['trials_seconds']:.2f} | {mine['runs']} |"
+        )
+    for way in WAYS[1:]:
+        equal, compared = same_metrics(runs[WAYS[0]], runs[way])
+        result[way]["metrics_equal"] = [equal, compared]
+        print(f"metrics equal, {way} vs {WAYS[0]}: {equal} of {compared} (timings left out)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

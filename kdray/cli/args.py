@@ -79,7 +79,7 @@ def _grid_flags(args: argparse.Namespace) -> dict[str, Any]:
         "seeds": args.seeds,
         "resume": args.resume or None,
         "max_concurrent": args.max_concurrent,
-        "seeds_share_run": False if args.run_per_seed else None,
+        "train_runs": args.train_runs,
         "system_metrics_seconds": args.system_metrics_seconds,
         "tracking_uri": args.tracking_uri,
         "tracking_wait": args.tracking_wait,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from kdray.cli.config_file import add_config_flag
 from kdray.cli.one_line_parser import OneLineParser, count
 from kdray.config.run import DECODING, FINETUNE_MODES, METHODS, TEACHER_PLACEMENTS
-from kdray.study.config import LOG_MODELS
+from kdray.study.config import LOG_MODELS, TRAIN_RUNS
 from kdray.study.designs import DEFAULT_SEARCH_TRIALS, StudyDesign
 from kdray.study.presets import PRESETS
 
@@ -213,10 +213,11 @@ def _training_flags(parser: OneLineParser) -> None:
         "(default 2; 0: off)",
     )
     parser.add_argument(
-        "--run-per-seed",
-        action="store_true",
-        help="a Ray Train run per seed (default: a setting's seeds share one, trained in turn, "
-        "which pays the fixed cost of a Train run once per setting)",
+        "--train-runs",
+        choices=TRAIN_RUNS,
+        help="how runs share Ray Train runs, whose fixed cost is ~30 s each: packed (default: "
+        "as many as run at once, each training its share in turn; CPU students), setting (one "
+        "per setting, its seeds in turn) or run (one per run)",
     )
 
 

@@ -47,6 +47,8 @@ class RunSpec:
     tracking_uri: str | None = None
     run_id: str | None = None
     """MLflow run that rank 0 writes the curve, metrics and predictions to."""
+    run_name: str | None = None
+    """That run's name, for the progress line of a Train run that trains several runs."""
     system_metrics_seconds: float = 0.0
     """Rank 0 samples CPU, memory, disk, network (and GPU) every this many seconds into the
     run's `system/` metrics (MLflow's SystemMetricsMonitor); 0: off."""

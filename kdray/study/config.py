@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 ZOOS = ("tiny", "hub")
 LOG_MODELS = ("all", "picks", "none")
 """--log-models: every trial's student as an MLflow model, only optimal.py's picks, or none."""
+TRAIN_RUNS = ("packed", "setting", "run")
+"""--train-runs: how the grid's runs share Ray Train runs (StudyConfig.train_runs)."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,16 @@ class StudyConfig:
     temperatures: tuple[float, ...] = (1.0, 2.0, 5.0)
     noise_sigmas: tuple[float, ...] = (0.0,)
     seeds: tuple[int, ...] = (0,)
-    seeds_share_run: bool = True
-    """Train a setting's seeds one after another in one Ray Train run (one Tune trial, one
-    MLflow run per seed): the ~30 s every Train run pays whatever it trains (workers,
-    imports, DeepSpeed set-up) is paid once per setting. False: a Train run per seed."""
+    train_runs: str = "packed"
+    """How the grid's runs share Ray Train runs (one MLflow run per run whatever the choice;
+    the ~30 s every Train run pays whatever it trains, for its worker processes, imports and
+    DeepSpeed set-up, is paid once per Train run):
+    - `packed`: as many Train runs as run at once, each training its share of the grid one
+      run after another (a setting's seeds together), balanced by the runs' expected work.
+      For students trained on CPUs; on GPUs, or while the cluster has no room for a trial yet,
+      it is `setting`;
+    - `setting`: a Train run per setting, its seeds in turn;
+    - `run`: a Train run per run."""
     kd: KDConfig = field(default_factory=KDConfig)
     """Knobs shared by the KD trials (CE weight, beta, lambda, alpha, ...); each trial sets its
     own method, temperature and noise."""
@@ -109,6 +117,10 @@ class StudyConfig:
         _check(
             self.log_models in LOG_MODELS,
             f"--log-models must be one of {', '.join(LOG_MODELS)}, got {self.log_models!r}",
+        )
+        _check(
+            self.train_runs in TRAIN_RUNS,
+            f"--train-runs must be one of {', '.join(TRAIN_RUNS)}, got {self.train_runs!r}",
         )
         _check(
             self.max_concurrent is None or self.max_concurrent >= 1,

@@ -32,7 +32,7 @@ from kdray.study.runtime import (
     stopped_early,
     trials_in_flight,
 )
-from kdray.study.trials import longest_first, seed_groups
+from kdray.study.trials import longest_first, packed_groups, seed_groups
 from kdray.tracking.outage import StudyOutage, bound_http_retries
 from kdray.tracking.runs import (
     RunLogger,
@@ -51,7 +51,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
     plans = study.plans
     try:
         concurrent = trials_in_flight(config, max(p["spec"]["train"]["num_workers"] for p in plans))
-        trials = longest_first(seed_groups(plans) if config.seeds_share_run else plans)
+        trials = longest_first(tune_trials(config, plans, concurrent))
         say(f"running {len(plans)} trials{_grouping(plans, trials)}, {in_flight_text(concurrent)}")
         name = f"{config.name}-{study.parent_id[:8]}"
         tuner = tune.Tuner(
@@ -131,11 +131,27 @@ def _fit_and_summarise(
     )
 
 
+def tune_trials(config: StudyConfig, plans: list[dict], concurrent: int | None) -> list[dict]:
+    """The Tune trials of the grid, one Train run each, as config.train_runs asks: `packed`
+    packs CPU students' runs into the `concurrent` Train runs that run at once (on GPUs a
+    run is long enough that a Train run's fixed cost does not matter, and a packed one would
+    copy every finished student into each checkpoint: it is `setting` there)."""
+    packable = concurrent is not None and not config.student_train.use_gpu
+    if config.train_runs == "packed" and packable:
+        return packed_groups(plans, concurrent)
+    if config.train_runs == "run":
+        return plans
+    return seed_groups(plans)
+
+
 def _grouping(plans: list[dict], trials: list[dict]) -> str:
     """How the trials share Train runs, for the opening line."""
     if len(trials) == len(plans):
         return ""
-    return f" as {len(trials)} Ray Train runs (a setting's seeds in turn in one)"
+    settings = len(seed_groups(plans))
+    if len(trials) == settings:
+        return f" as {len(trials)} Ray Train runs (a setting's seeds in turn in one)"
+    return f" as {len(trials)} Ray Train runs, each training its share in turn"
 
 
 def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:

@@ -96,11 +96,18 @@ class ProgressCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         score = result.get(self.metric) if "score" in result else None
-        name = self.name_of(trial.config)
+        name = best_name = self.name_of(trial.config)
+        if "best_run" in result:  # a packed Train run: its best run is what is ranked
+            best_name = trial.config["plan"]["members"][int(result["best_run"])]["run_name"]
         if score is not None and (self.best is None or score > self.best[0]):
-            self.best = (score, name)
+            self.best = (score, best_name)
         shown = "val" if self.metric == "val_score" else "score"
-        what = f"{name}: {shown} {score:.1f}" if score is not None else f"{name}: stopped early"
+        if "runs" in result:  # its runs had their own lines; the best so far follows
+            what = f"{name} finished"
+        elif score is not None:
+            what = f"{name}: {shown} {score:.1f}"
+        else:
+            what = f"{name}: stopped early"
         self._line(trials, trial, what)
 
     def on_trial_error(self, iteration, trials, trial, **info):

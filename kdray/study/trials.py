@@ -74,8 +74,7 @@ def seed_groups(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seed stays its own plan."""
     settings: dict[str, list[dict[str, Any]]] = {}
     for plan in plans:
-        setting = plan["key"].replace(f"|seed={plan['params']['seed']}", "")
-        settings.setdefault(setting, []).append(plan)
+        settings.setdefault(setting_key(plan), []).append(plan)
     groups = []
     for setting, members in settings.items():
         if len(members) == 1:
@@ -93,18 +92,55 @@ def seed_groups(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return groups
 
 
+def setting_key(plan: dict[str, Any]) -> str:
+    """A trial's key without its seed: what the seeds of one setting share."""
+    return plan["key"].replace(f"|seed={plan['params']['seed']}", "")
+
+
+def packed_groups(plans: list[dict[str, Any]], slots: int) -> list[dict[str, Any]]:
+    """The Tune trials of a grid packed into `slots` Train runs (the trials that run at
+    once): its runs, longest first, each onto the Train run with the least expected work so
+    far, so the Train runs end together and each pays a Train run's fixed cost once. A Train
+    run trains its runs in the grid's order, setting by setting. A grid with no more runs
+    than slots keeps a Train run per run."""
+    if len(plans) <= slots:
+        return plans
+    bins: list[list[dict[str, Any]]] = [[] for _ in range(slots)]
+    loads = [0.0] * slots
+    for plan in longest_first(plans):
+        emptiest = loads.index(min(loads))
+        bins[emptiest].append(plan)
+        loads[emptiest] += expected_work(plan)
+    order = {id(plan): position for position, plan in enumerate(plans)}
+    packed = []
+    for number, chosen in enumerate(bins, start=1):
+        members = sorted(chosen, key=lambda plan: (setting_key(plan), order[id(plan)]))
+        packed.append(
+            {
+                "key": "+".join(plan["key"] for plan in members),
+                "run_name": f"Train run {number} of {slots} ({len(members)} runs)",
+                "members": members,
+                "packed": True,
+            }
+        )
+    return packed
+
+
+def expected_work(trial: dict[str, Any]) -> float:
+    """A Tune trial's work in relative units: student size x steps, over its runs."""
+
+    def steps(spec) -> int:
+        return (spec["train"]["steps"] if isinstance(spec, dict) else spec.train.steps) or 1
+
+    members = trial.get("members", [trial])
+    return sum(float(m["params"]["student_params_b"]) * steps(m["spec"]) for m in members)
+
+
 def longest_first(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The Tune trials in order of their expected work, largest first (student size x steps x
-    runs; the grid's order among equals), so the last trials to start are short ones and no
-    slot idles long while one long trial finishes."""
-
-    def work(trial: dict[str, Any]) -> float:
-        members = trial.get("members", [trial])
-        spec = members[0]["spec"]
-        steps = spec["train"]["steps"] if isinstance(spec, dict) else spec.train.steps
-        return float(members[0]["params"]["student_params_b"]) * (steps or 1) * len(members)
-
-    return sorted(trials, key=lambda trial: -work(trial))
+    """The Tune trials in order of their expected work, largest first (the grid's order among
+    equals), so the last trials to start are short ones and no slot idles long while one long
+    trial finishes."""
+    return sorted(trials, key=lambda trial: -expected_work(trial))
 
 
 def trial_key(teacher: str | None, student: str, seed: int, kd: KDConfig, teacher_kind: str) -> str:

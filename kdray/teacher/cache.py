@@ -285,3 +285,18 @@ class TeacherCache:
 
 def _concatenate(shards: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {name: torch.cat([shard[name] for shard in shards]) for name in shards[0]}
+
+
+_OPENED: dict[tuple[str, str], TeacherCache] = {}
+
+
+def opened_cache(folder: str | Path, loss_tokens: str) -> TeacherCache:
+    """The cache in `folder`, loaded and verified once per process: the KD runs that a Train
+    run trains one after another read the same cache (1-2 s to load and verify the tiny
+    world's 680 MiB each time). One cache is kept at a time; caches are content-keyed
+    folders, so a folder's bytes do not change under a process."""
+    key = (str(Path(folder).resolve()), loss_tokens)
+    if key not in _OPENED:
+        _OPENED.clear()  # the old one is freed before the new one is read
+        _OPENED[key] = TeacherCache(folder, loss_tokens)
+    return _OPENED[key]

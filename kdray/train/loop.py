@@ -16,6 +16,7 @@ import math
 import random
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ import ray.train
 import torch
 from transformers import AutoTokenizer
 
-from kdray.config.run import TrainConfig
+from kdray.config.run import TrainConfig, score_metric
 from kdray.config.run_spec import RunSpec
 from kdray.data.batches import IGNORE_INDEX, EncodedExample, collate, length_grouped_batches
 from kdray.data.examples import read_split, trial_examples
@@ -37,7 +38,7 @@ from kdray.eval.responses import generate_responses, mean_score, score_responses
 from kdray.losses.divergences import SparseTeacher, restrict_to_vocab, training_loss
 from kdray.losses.on_policy import draw_on_policy, sample_batch
 from kdray.models import load_model, quiet_libraries
-from kdray.teacher.cache import TeacherCache
+from kdray.teacher.cache import TeacherCache, opened_cache
 from kdray.teacher.placement import OnlineTeacher, online_teacher
 from kdray.tracking.outage import BufferedRunLogger, bound_http_retries
 from kdray.train.averaging import decay_at, load_average, local_weights, update_average
@@ -68,12 +69,38 @@ def train_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point: `config` = {RUNS_KEY: the runs' RunSpec dicts}. The runs are
     trained one after another in these processes; a restarted worker group skips the runs
     whose outputs its checkpoint holds and resumes the one it was training."""
+    runs = config[RUNS_KEY]
     with tempfile.TemporaryDirectory(prefix="kdray-runs-") as done:
         finished = restore_finished(ray.train.get_checkpoint(), Path(done))
-        for index, run in enumerate(config[RUNS_KEY]):
+        for index, run in enumerate(runs):
             if index not in finished:
                 train_run(run, run_output(Path(done), index))
+                if len(runs) > 1:
+                    announce(run, run_output(Path(done), index), index, len(runs))
                 gc.collect()  # the finished run's engine and data before the next's
+
+
+def announce(config: dict[str, Any], output: Path, index: int, count: int) -> None:
+    """(rank 0, the only rank with outputs) A progress line for each run of a Train run that
+    trains several: the driver hears of them only when the last one ends."""
+    spec = RunSpec.from_dict(config)
+    name = spec.run_name or spec.model_name
+    if (output / FAILURE_FILE).is_file():
+        reason = json.loads((output / FAILURE_FILE).read_text())["reason"]
+        line = f"run {index + 1}/{count} FAILED, {name}: {reason}"
+    elif (output / METRICS_FILE).is_file():
+        metrics = json.loads((output / METRICS_FILE).read_text())
+        nll = f", nll {metrics['nll']:.4f}" if "nll" in metrics else ""
+        line = (
+            f"run {index + 1}/{count} done, {name}: {score_metric(spec.domain)} "
+            f"{metrics['score']:.1f}{nll} ({metrics['train_seconds']:.0f} s training, "
+            f"{metrics['eval_seconds']:.0f} s evaluation)"
+        )
+    else:
+        return
+    # Not print(): Train's worker patches it to reach the console twice.
+    sys.stderr.write(f"[kdray] {line}\n")
+    sys.stderr.flush()
 
 
 def restore_finished(checkpoint, done: Path) -> set[int]:
@@ -264,7 +291,7 @@ def teacher_source(
     """The run's teacher signal: its cache when it has one, else the teacher online; None
     for methods that take no teacher logits."""
     if spec.kd.needs_teacher_logits and spec.teacher_cache:
-        cache = TeacherCache(spec.teacher_cache, spec.kd.loss_tokens)  # verified on load
+        cache = opened_cache(spec.teacher_cache, spec.kd.loss_tokens)  # verified on load
         return CachedTeacherSource(cache, examples, device)
     if spec.kd.needs_teacher_logits:
         return OnlineTeacherSource(online_teacher(spec, device), vocab)

@@ -155,8 +155,9 @@ def _run_trial(study: dict[str, Any], plan: dict[str, Any], outage: StudyOutage)
     for i in todo:
         run_id = runs[i].info.run_id
         spec = dataclasses.replace(
-            RunSpec.from_dict(members[i]["spec"]), tracking_uri=uri, run_id=run_id
-        )
+            RunSpec.from_dict(members[i]["spec"]),
+            tracking_uri=uri, run_id=run_id, run_name=members[i]["run_name"],
+        )  # fmt: skip
         logger = RunLogger(uri, run_id)
         waiting("logging the trial's config", partial(_log_config, logger, members[i], spec))
         specs.append(spec)
@@ -183,8 +184,8 @@ def _run_trial(study: dict[str, Any], plan: dict[str, Any], outage: StudyOutage)
             failures.append(reason)
             continue
         _finish_run(client, waiting, outage, members[i], loggers[position].run_id, output, log_all)
-    if len(members) > 1:  # the setting's result for Tune: its runs' mean
-        ray.tune.report(_mean_metrics([client.get_run(run.info.run_id) for run in runs]))
+    if len(members) > 1:
+        ray.tune.report(group_result(plan, [client.get_run(run.info.run_id) for run in runs]))
     if failures:
         raise TrialFailedError(failures[0])
 
@@ -244,6 +245,21 @@ def _record_student(client: MlflowClient, run_id: str, output: Path, log_model: 
         reason = _failure_reason(error)
         client.set_tag(run_id, MODEL_ERROR_TAG, reason)
         say(f"run {run_id}: its student was not logged as an MLflow model: {reason}")
+
+
+def group_result(plan: dict[str, Any], runs) -> dict[str, float]:
+    """Tune's result of a trial of several runs: their mean when they are one setting's seeds;
+    for a packed Train run (kdray.study.trials.packed_groups) how many runs it trained and
+    its best run's score, `best_run` that run's position in the plan's members."""
+    if not plan.get("packed"):
+        return _mean_metrics(runs)
+    metrics = [run.data.metrics for run in runs]
+    scored = [(m["score"], i) for i, m in enumerate(metrics) if "score" in m]
+    result = {"runs": float(len(runs))}
+    if scored:
+        score, best = max(scored)
+        result.update(score=score, best_run=float(best))
+    return result
 
 
 def _mean_metrics(runs) -> dict[str, float]:

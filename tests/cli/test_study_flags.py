@@ -208,8 +208,8 @@ CHECKED_LATE = [  # checks that ran only when first needed, after minutes of wor
     ),
     Case(
         "temperature",
-        ["--resume", "--run-per-seed"],
-        "seeds_share_run True then, False now",
+        ["--resume", "--train-runs", "run"],
+        "train_runs packed then, run now",
         _stored_study(),
     ),
 ]

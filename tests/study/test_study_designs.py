@@ -11,7 +11,16 @@ from kdray.cli.main import study_main
 from kdray.study import runtime as study_runtime
 from kdray.study.designs import DESIGNS
 from kdray.study.plan import plan_pairs
-from kdray.study.trials import longest_first, run_label, seed_groups, trial_plans
+from kdray.study.grid import tune_trials
+from kdray.study.trials import (
+    expected_work,
+    longest_first,
+    packed_groups,
+    run_label,
+    seed_groups,
+    setting_key,
+    trial_plans,
+)
 
 
 class StubWorld:
@@ -116,9 +125,66 @@ def test_a_settings_seeds_share_one_tune_trial(tiny_world_stub):
     assert ordered == ["tiny-qwen2-s"] * 4 + ["tiny-qwen2-xs"] * 4
 
 
-def test_run_per_seed_flag_keeps_a_train_run_per_seed():
-    assert config_from_flags("temperature").seeds_share_run
-    assert not config_from_flags("temperature", ["--run-per-seed"]).seeds_share_run
+def test_the_default_grid_packs_its_runs_into_the_train_runs_that_run_at_once(tiny_world_stub):
+    plans = trial_plans(config_from_flags("temperature"), tiny_world_stub)
+    packed = packed_groups(plans, 2)
+    assert len(packed) == 2 and all(group["packed"] for group in packed)
+    members = [[m["key"] for m in group["members"]] for group in packed]
+    assert sorted(k for keys in members for k in keys) == sorted(p["key"] for p in plans)
+    # Balanced: each Train run gets 6 runs of each student.
+    for group in packed:
+        students = [m["params"]["student"] for m in group["members"]]
+        assert students.count("tiny-qwen2-s") == students.count("tiny-qwen2-xs") == 6
+        settings = [setting_key(m) for m in group["members"]]
+        assert settings == sorted(settings)  # setting by setting (a teacher cache stays loaded)
+    assert {g["run_name"] for g in packed} == {
+        "Train run 1 of 2 (12 runs)",
+        "Train run 2 of 2 (12 runs)",
+    }
+    # More slots than runs: a Train run per run; as many as settings: still packed by run.
+    assert packed_groups(plans, 24) == plans
+    assert len(packed_groups(plans, 8)) == 8
+
+
+def test_packing_balances_unequal_work(tiny_world_stub):
+    plans = trial_plans(config_from_flags("temperature", ["--seeds", "0"]), tiny_world_stub)
+    loads = [sum(expected_work(m) for m in g["members"]) for g in packed_groups(plans, 3)]
+    # 4 runs of s (91k parameters) and 4 of xs (40k) in 3 Train runs: the best split is
+    # s+xs+xs, s+xs+xs, s+s (171k, 171k, 182k), in parameters x 400 steps (billions).
+    expected = [171_000 * 400e-9, 171_000 * 400e-9, 182_000 * 400e-9]
+    assert sorted(loads) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("flags", "concurrent", "trials"),
+    [
+        ([], 2, 2),  # packed (the default): one Train run per slot
+        ([], None, 8),  # no slot count known yet (an autoscaling cluster): per setting
+        (["--train-runs", "setting"], 2, 8),
+        (["--train-runs", "run"], 2, 24),
+    ],
+)
+def test_train_runs_flag_chooses_how_runs_share_train_runs(
+    tiny_world_stub, flags, concurrent, trials
+):
+    config = config_from_flags("temperature", flags)
+    plans = trial_plans(config, tiny_world_stub)
+    assert len(tune_trials(config, plans, concurrent)) == trials
+
+
+def test_gpu_students_keep_a_train_run_per_setting(tiny_world_stub):
+    config = config_from_flags("temperature")
+    config = dataclasses.replace(
+        config, student_train=dataclasses.replace(config.student_train, use_gpu=True)
+    )
+    assert len(tune_trials(config, trial_plans(config, tiny_world_stub), 2)) == 8
+
+
+def test_train_runs_flag_refuses_other_values(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        config_from_flags("temperature", ["--train-runs", "seed"])
+    assert exit_info.value.code == 2
+    assert "--train-runs" in capsys.readouterr().err
 
 
 def test_run_names_read_as_settings():

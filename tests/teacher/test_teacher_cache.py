@@ -19,6 +19,7 @@ from kdray.teacher.cache import (
     TeacherCache,
     build_teacher_cache,
     local_shard_runner,
+    opened_cache,
     scored_span,
 )
 from kdray.teacher.signal import CACHE_FULL, CACHE_TOP_K, NONE, ONLINE, choose_teacher_signal
@@ -257,3 +258,16 @@ def test_any_cache_folder_is_checksummed_and_rebuilt_when_damaged(tmp_path):
     assert build_once(tmp_path / "teacher", build, verify=True, on_rebuild=said.append)[1]
     assert len(builds) == 2 and "rebuilding" in said[0]
     verify_checksums(folder)
+
+
+def test_a_process_opens_a_cache_once_and_keeps_only_the_last(world, tokenizer, examples, tmp_path):
+    request = request_for(world, tokenizer, examples)
+    folder, _ = build_teacher_cache(request, tmp_path, local_shard_runner)
+    fewer = dataclasses.replace(request, splits={"train": examples["train"][:20]})
+    other, _ = build_teacher_cache(fewer, tmp_path, local_shard_runner)
+    first = opened_cache(folder, "response")
+    assert opened_cache(folder, "response") is first  # a Train run's next KD run
+    assert opened_cache(other, "response") is not first
+    assert opened_cache(folder, "response") is not first  # one kept at a time: read again
+    with pytest.raises(CacheCorruptError, match="another setting"):
+        opened_cache(folder, "all")  # still checked against the run's setting
