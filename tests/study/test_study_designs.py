@@ -10,8 +10,8 @@ from kdray.cli.args import config_from_flags
 from kdray.cli.main import study_main
 from kdray.study import runtime as study_runtime
 from kdray.study.designs import DESIGNS
-from kdray.study.plan import plan_pairs
 from kdray.study.grid import tune_trials
+from kdray.study.plan import plan_pairs
 from kdray.study.trials import (
     expected_work,
     longest_first,
