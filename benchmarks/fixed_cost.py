@@ -27,8 +27,9 @@ from kdray.tracking.runs import PARENT_TAG
 
 WAYS = ("run", "setting", "packed")
 """--train-runs choices, the first the baseline of the ratios."""
-TIMINGS = ("seconds", "per_second", "peak_rss", "worker_nodes")
-"""Metrics that measure the machine, not the run: left out of the comparison."""
+TIMINGS = ("seconds", "per_second", "peak_rss", "worker_nodes", "system/")
+"""Metrics that measure the machine, not the run (system/: MLflow's CPU, memory, disk and
+network samples): left out of the comparison."""
 
 
 def finished_runs(outcome) -> dict[str, dict[str, float]]:

@@ -30,6 +30,7 @@ from kdray.study.runtime import (
     in_flight_text,
     restored_tuner,
     stopped_early,
+    trials_done,
     trials_in_flight,
 )
 from kdray.study.trials import longest_first, packed_groups, seed_groups
@@ -108,7 +109,7 @@ def _fit_and_summarise(
     tune_trials = int(parent.data.tags.get(PLANNED_TUNE_TRIALS_TAG, trials))
     experiment_id = parent.info.experiment_id
     results_dir = Path(config.results_dir)
-    if stopped_early(client, parent_id, grid, tune_trials):
+    if stopped_early(client, parent_id, trials_done(grid), tune_trials):
         failed = len(failed_trials(client, experiment_id, parent_id))
         return StudyOutcome(
             tracking_uri, experiment_id, parent_id, trials, failed, results_dir, clock.phases, True
@@ -119,7 +120,10 @@ def _fit_and_summarise(
     status = RunStatus.FINISHED if failed == 0 else RunStatus.FAILED
     RunLogger(tracking_uri, parent_id).log_metrics({"trials": trials, "failed_trials": failed})
     client.set_terminated(parent_id, RunStatus.to_string(status))
-    write_study_summary(tracking_uri, parent_id, results_dir)
+    if failed < trials:
+        write_study_summary(tracking_uri, parent_id, results_dir)
+    else:
+        say("no trial finished: no results table")
     clock.done("summary")
     elapsed = time.time() - clock.started
     timing = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in clock.phases.items())

@@ -179,18 +179,38 @@ def close_abandoned_runs(
     return len(runs)
 
 
-def stopped_early(client: MlflowClient, parent_id: str, grid, planned: int) -> bool:
-    """True when Ctrl-C stopped the Tune experiment before all `planned` trials ended (Tune
-    creates trials as slots free up, so the grid may hold fewer): the parent run is marked
-    KILLED and the user told how to continue."""
-    if grid.num_terminated + grid.num_errors >= planned:
+def stopped_early(
+    client: MlflowClient, parent_id: str, ended: tuple[int, int], planned: int
+) -> bool:
+    """True when Ctrl-C stopped the Tune experiment before all `planned` trials ended
+    (`ended`: the trials that finished and failed; Tune creates trials as slots free up, so
+    the grid may hold fewer): the parent run is marked KILLED and the user told how to
+    continue."""
+    finished, failed = ended
+    if finished + failed >= planned:
         return False
     client.set_terminated(parent_id, RunStatus.to_string(RunStatus.KILLED))
     say(
-        f"interrupted: {grid.num_terminated} of {planned} trials finished, {grid.num_errors} "
+        f"interrupted: {finished} of {planned} trials finished, {failed} "
         "failed; continue with the same command and --resume (finished trials are kept)"
     )
     return True
+
+
+def tune_counts(grid) -> tuple[int, int]:
+    """(TERMINATED, ERROR) trials of a Tune experiment that stops trials early (ASHA): its
+    stopped trials are TERMINATED too."""
+    return grid.num_terminated, grid.num_errors
+
+
+def trials_done(grid) -> tuple[int, int]:
+    """(finished, failed) trials of a grid's Tune experiment. A trial that Ctrl-C stopped in
+    flight is TERMINATED as well, but its last result is not `done`: counting TERMINATED
+    would take a study stopped in its last trials (with packed Train runs, in any of them)
+    for a finished one."""
+    failed = sum(result.error is not None for result in grid)
+    finished = sum(result.error is None and bool(result.metrics.get("done")) for result in grid)
+    return finished, failed
 
 
 def deliver_kept_results(outage: StudyOutage, client: MlflowClient) -> None:

@@ -44,7 +44,9 @@ from kdray.study.runtime import (
     in_flight_text,
     restored_tuner,
     stopped_early,
+    trials_done,
     trials_in_flight,
+    tune_counts,
 )
 from kdray.study.trials import run_label
 from kdray.teacher.signal import choose_teacher_signal
@@ -571,7 +573,7 @@ def _search_students(
         if outage.happened():
             raise outage.stopped()
         failed += grid.num_errors
-        if stopped_early(client, parent_id, grid, state["num_samples"]):
+        if stopped_early(client, parent_id, tune_counts(grid), state["num_samples"]):
             return _interrupted(config, client, tracking_uri, parent_id)
         pick = validation_pick(grid)
         if search.confirm_seeds > search.search_seeds and pick:
@@ -580,6 +582,6 @@ def _search_students(
                 raise outage.stopped()
             failed += confirmed.num_errors
             confirms = search.confirm_seeds - search.search_seeds
-            if stopped_early(client, parent_id, confirmed, confirms):
+            if stopped_early(client, parent_id, trials_done(confirmed), confirms):
                 return _interrupted(config, client, tracking_uri, parent_id)
     return _summarise(config, client, tracking_uri, parent_id, state, failed)

@@ -58,6 +58,9 @@ class NonFiniteLossError(RuntimeError):
 RUNS_KEY = "runs"
 """train_loop_config = {RUNS_KEY: [RunSpec.to_dict(), ...]}: the runs trained in turn."""
 FAILURE_FILE = "failure.json"
+RUN_FILE = "run.json"
+"""In a run's outputs: the fingerprint of the run (its whole RunSpec, MLflow run id included)
+that wrote them, so a restored Train run takes finished outputs only for the same run."""
 
 
 def run_output(folder: Path, index: int) -> Path:
@@ -72,12 +75,13 @@ def train_worker(config: dict[str, Any]) -> None:
     runs = config[RUNS_KEY]
     with tempfile.TemporaryDirectory(prefix="kdray-runs-") as done:
         finished = restore_finished(ray.train.get_checkpoint(), Path(done))
-        for index, run in enumerate(runs):
-            if index not in finished:
-                train_run(run, run_output(Path(done), index))
-                if len(runs) > 1:
-                    announce(run, run_output(Path(done), index), index, len(runs))
-                gc.collect()  # the finished run's engine and data before the next's
+        for index in still_to_train(runs, finished):
+            run, output = runs[index], run_output(Path(done), index)
+            shutil.rmtree(output, ignore_errors=True)  # another run's outputs, if any
+            train_run(run, output)
+            if len(runs) > 1:
+                announce(run, output, index, len(runs))
+            gc.collect()  # the finished run's engine and data before the next's
 
 
 def announce(config: dict[str, Any], output: Path, index: int, count: int) -> None:
@@ -103,15 +107,34 @@ def announce(config: dict[str, Any], output: Path, index: int, count: int) -> No
     sys.stderr.flush()
 
 
-def restore_finished(checkpoint, done: Path) -> set[int]:
-    """The runs a restored checkpoint had finished: their outputs copied into `done`."""
+def still_to_train(runs: list[dict[str, Any]], finished: dict[int, str | None]) -> list[int]:
+    """The positions of `runs` whose outputs a restored checkpoint lacks, or holds from
+    another run: a resumed study reopens its unfinished MLflow runs under new ids and trains
+    only those, so position i may then be a run other than the one that wrote run-i."""
+    return [i for i, run in enumerate(runs) if finished.get(i) != run_fingerprint(run)]
+
+
+def restore_finished(checkpoint, done: Path) -> dict[int, str | None]:
+    """The runs a restored checkpoint had finished, by position: their outputs copied into
+    `done`, each with the fingerprint of the run that wrote it (None if it has none)."""
     if checkpoint is None:
-        return set()
+        return {}
+    finished = {}
     with checkpoint.as_directory() as directory:
-        outputs = sorted(Path(directory).glob("run-*"))
-        for output in outputs:
+        for output in sorted(Path(directory).glob("run-*")):
             shutil.copytree(output, done / output.name)
-    return {int(output.name.removeprefix("run-")) for output in outputs}
+            record = output / RUN_FILE
+            fingerprint = (
+                json.loads(record.read_text())["fingerprint"] if record.is_file() else None
+            )
+            finished[int(output.name.removeprefix("run-"))] = fingerprint
+    return finished
+
+
+def record_run(output: Path, fingerprint: str) -> None:
+    """Mark `output` as the outputs of the run with this fingerprint (rank 0)."""
+    output.mkdir(parents=True)
+    (output / RUN_FILE).write_text(json.dumps({"fingerprint": fingerprint}))
 
 
 def train_run(config: dict[str, Any], output: Path) -> None:
@@ -155,7 +178,7 @@ def _train_run(worker: Worker, config: dict[str, Any], output: Path) -> None:
     clock = StepClock(progress.train_seconds)
     failure = train_steps(worker, progress, clock)
     if failure:
-        report_failure(failure, worker.rank, output)
+        report_failure(failure, worker.rank, output, progress.fingerprint)
         return
     clock.stop()
     state = final_state(worker, progress)
@@ -574,7 +597,7 @@ def export_evaluate_and_report(
     Hugging Face folder in `output`, evaluated, logged to MLflow and reported with the
     checkpoint of every finished run so far."""
     spec, train, tokenizer, device = worker.spec, worker.train, worker.tokenizer, worker.device
-    output.mkdir(parents=True)
+    record_run(output, progress.fingerprint)
     export_model(worker, state, output)
     metrics.update(evaluate(spec, load_model(output, device), tokenizer, output))
     (output / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
@@ -615,7 +638,7 @@ def worker_nodes(world_size: int) -> list[str]:
     return sorted(set(everyone))
 
 
-def report_failure(reason: str, rank: int, output: Path) -> None:
+def report_failure(reason: str, rank: int, output: Path, fingerprint: str) -> None:
     """End the run as failed without raising: every rank reports the same reason and returns
     (rank 0 with the checkpoint, `output` holding failure.json, so the driver's Result carries
     it) and the Train run goes on to its next run. A raised error would count as a worker
@@ -623,7 +646,7 @@ def report_failure(reason: str, rank: int, output: Path) -> None:
     if rank != 0:
         ray.train.report({FAILURE_KEY: reason})
         return
-    output.mkdir(parents=True)
+    record_run(output, fingerprint)
     (output / FAILURE_FILE).write_text(json.dumps({"reason": reason}))
     checkpoint = ray.train.Checkpoint.from_directory(output.parent)
     ray.train.report({FAILURE_KEY: reason}, checkpoint=checkpoint)

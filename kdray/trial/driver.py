@@ -44,6 +44,7 @@ from kdray.train.loop import (
     FAILURE_FILE,
     FAILURE_KEY,
     METRICS_FILE,
+    RUN_FILE,
     NonFiniteLossError,
     run_output,
 )
@@ -170,6 +171,8 @@ def _run_trial(study: dict[str, Any], plan: dict[str, Any], outage: StudyOutage)
             callbacks=[TrialReportCallback()],
         ) if specs else None  # fmt: skip
     except BaseException as error:
+        if train_run_lost(error):  # not the runs' failure: they stay open for --resume
+            raise
         reason = _failure_reason(error)
         for logger in loggers:
             waiting("marking the trial failed", partial(_mark_failed, client, logger, reason))
@@ -188,6 +191,22 @@ def _run_trial(study: dict[str, Any], plan: dict[str, Any], outage: StudyOutage)
         ray.tune.report(group_result(plan, [client.get_run(run.info.run_id) for run in runs]))
     if failures:
         raise TrialFailedError(failures[0])
+
+
+def train_run_lost(error: BaseException) -> bool:
+    """The Train run's controller died under it: Tune tore the trial down (Ctrl-C stops the
+    trials in flight, and their Train runs with them) or its node was lost. Its runs are left
+    RUNNING: --resume reopens them, and a study that ends without Ctrl-C closes them FAILED
+    as abandoned (kdray.study.runtime.close_abandoned_runs), which --resume also trains
+    again. A run's own failure (a worker's error after Train's retries) is marked FAILED."""
+    from ray.exceptions import RayActorError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, RayActorError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _run_failure(output: Path) -> str | None:
@@ -220,7 +239,7 @@ def _finish_run(
         raise
 
 
-NOT_MODEL_FILES = (METRICS_FILE, PREDICTIONS_FILE, FAILURE_FILE, UNSENT_DIR)
+NOT_MODEL_FILES = (METRICS_FILE, PREDICTIONS_FILE, FAILURE_FILE, RUN_FILE, UNSENT_DIR)
 """What a run's output folder holds besides its exported student."""
 
 

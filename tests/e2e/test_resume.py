@@ -17,8 +17,39 @@ def _children(client, experiment_id, parent_id):
     return {r.data.tags["kdray.trial_key"]: r for r in runs}
 
 
-def test_an_interrupted_study_resumes_without_rerunning_or_duplicating(tmp_path, shared_cache):
+def test_a_study_interrupted_in_its_packed_train_run_resumes_every_run_complete(
+    tmp_path, shared_cache
+):
+    """The default: all 6 runs in one packed Train run, Ctrl-C after its second run. Ctrl-C
+    stops the trial in flight (Tune reports it TERMINATED, not done), so the study must not
+    take itself for finished; its runs stay open, and --resume trains each to one complete
+    curve (a restored Train checkpoint's outputs belong to the runs' old MLflow ids)."""
     flags = ["--smoke", "--cache-dir", str(shared_cache), "--max-concurrent", "1"]
+    code, output = interrupt_study_script(*flags, cwd=tmp_path, after="run 2/6 done")
+    assert code == 130, output[-3000:]
+    assert "interrupted: 0 of 1 trials finished" in output and "--resume" in output
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("kdray-temperature-smoke")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`kdray.role` = 'study'")
+    assert parent.info.status == "KILLED"
+    before = _children(client, experiment.experiment_id, parent.info.run_id)
+    assert "FAILED" not in {r.info.status for r in before.values()}  # not the runs' failure
+
+    resumed = run_study_script(*flags, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = _children(client, experiment.experiment_id, parent.info.run_id)
+    assert len(after) == TRIALS and {r.info.status for r in after.values()} == {"FINISHED"}
+    for run in after.values():  # every curve complete, each step once, and its metrics
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert sorted(steps) == list(range(1, 21)) and "score" in run.data.metrics
+    assert (tmp_path / "results" / "temperature-smoke" / "results.md").is_file()
+
+
+@pytest.mark.slow  # 2 min; the packed Train run's resume above runs by default
+def test_an_interrupted_study_resumes_without_rerunning_or_duplicating(tmp_path, shared_cache):
+    """A Train run per run: the runs that finished before Ctrl-C are kept as they are."""
+    flags = ["--smoke", "--cache-dir", str(shared_cache), "--max-concurrent", "1"]
+    flags += ["--train-runs", "run"]
     code, output = interrupt_study_script(*flags, cwd=tmp_path, after="[2/6 done")
     assert code == 130, output[-3000:]
     assert "--resume" in output.splitlines()[-1]
@@ -59,6 +90,7 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path, shar
     last saved), then --resume: the remaining trials run, finished ones are not trained again,
     every trial has exactly one run with one complete curve."""
     flags = ["--smoke", "--cache-dir", str(shared_cache), "--max-concurrent", "1"]
+    flags += ["--train-runs", "run"]
     try:
         code, output = interrupt_study_script(
             *flags, cwd=tmp_path, after="[3/6 done", sig=signal.SIGKILL

@@ -5,9 +5,9 @@ import types
 
 from kdray.config.run import TrainConfig
 from kdray.config.run_spec import RunSpec
-from kdray.study.runtime import ProgressCallback
+from kdray.study.runtime import ProgressCallback, stopped_early, trials_done
 from kdray.train.loop import FAILURE_FILE, METRICS_FILE, announce
-from kdray.trial.driver import group_result
+from kdray.trial.driver import group_result, train_run_lost
 
 
 def run_with(**metrics):
@@ -61,3 +61,33 @@ def test_each_run_of_a_train_run_gets_a_line_on_stderr(tmp_path, capsys):
         "(38 s training, 6 s evaluation)",
         "[kdray] run 2/3 FAILED, kd T=5 s seed=0: loss became nan at step 3",
     ]
+
+
+def result(done: bool | None = None, error: Exception | None = None):
+    metrics = {} if done is None else {"done": done}
+    return types.SimpleNamespace(metrics=metrics, error=error)
+
+
+def test_a_trial_that_ctrl_c_stopped_in_flight_has_not_finished():
+    # Tune reports a trial stopped in flight TERMINATED like a finished one, without `done`.
+    grid = [result(done=True), result(done=False), result(), result(error=RuntimeError("x"))]
+    assert trials_done(grid) == (1, 1)
+    calls = []
+    client = types.SimpleNamespace(set_terminated=lambda *args: calls.append(args))
+    assert stopped_early(client, "parent", trials_done(grid), 4)
+    assert calls == [("parent", "KILLED")]
+    assert not stopped_early(client, "parent", trials_done(grid[:1] + grid[3:]), 2)
+
+
+def test_a_train_run_killed_under_its_driver_is_not_its_runs_failure():
+    from ray.exceptions import ActorDiedError
+
+    try:
+        try:
+            raise ActorDiedError()
+        except ActorDiedError as died:
+            raise RuntimeError("Train run ended") from died
+    except RuntimeError as wrapped:
+        assert train_run_lost(wrapped)
+    assert train_run_lost(ActorDiedError())
+    assert not train_run_lost(RuntimeError("kdray.train.loop.NonFiniteLossError: loss nan"))

@@ -118,3 +118,26 @@ def test_checkpoint_every_is_a_multiple_of_report_every():
         TrainConfig(max_failures=-2)
     # how a run recovers is not part of what it trains (teacher cache keys stay put)
     assert TrainConfig(max_failures=5).what_it_trains() == TrainConfig().what_it_trains()
+
+
+def test_a_restored_train_run_takes_finished_outputs_only_from_the_same_run(tmp_path):
+    """A resumed study reopens its unfinished MLflow runs under new ids and trains only those:
+    run-i of the restored checkpoint may then hold another run's outputs."""
+    from kdray.train.checkpoint import run_fingerprint
+    from kdray.train.loop import METRICS_FILE, record_run, restore_finished, still_to_train
+
+    runs = [{"run_id": name, "model_name": "s"} for name in ("a", "b", "c")]
+    saved = tmp_path / "checkpoint"
+    for index, run in enumerate(runs[:2]):  # a and b finished before the interruption
+        record_run(saved / f"run-{index}", run_fingerprint(run))
+        (saved / f"run-{index}" / METRICS_FILE).write_text(json.dumps({"score": index}))
+    (saved / "run-2").mkdir()  # an older kdray's output: no record of its run
+    done = tmp_path / "done"
+    done.mkdir()
+    finished = restore_finished(Checkpoint.from_directory(saved), done)
+    assert finished == {0: run_fingerprint(runs[0]), 1: run_fingerprint(runs[1]), 2: None}
+    assert json.loads((done / "run-1" / METRICS_FILE).read_text()) == {"score": 1}
+    assert still_to_train(runs, finished) == [2]  # the same runs: only the unrecorded one
+    reopened = [{"run_id": name, "model_name": "s"} for name in ("c2", "d2")]  # new ids
+    assert still_to_train(reopened, finished) == [0, 1]
+    assert still_to_train(runs, restore_finished(None, done)) == [0, 1, 2]
