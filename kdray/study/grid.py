@@ -155,7 +155,8 @@ def _grouping(plans: list[dict], trials: list[dict]) -> str:
     settings = len(seed_groups(plans))
     if len(trials) == settings:
         return f" as {len(trials)} Ray Train runs (a setting's seeds in turn in one)"
-    return f" as {len(trials)} Ray Train runs, each training its share in turn"
+    runs = "Ray Train run" if len(trials) == 1 else "Ray Train runs"
+    return f" as {len(trials)} {runs}, each training its share in turn"
 
 
 def _resume_study(config: StudyConfig, tracking_uri: str) -> StudyOutcome:

@@ -14,7 +14,10 @@ def test_zero3_with_two_workers(tmp_path, shared_cache):
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "running 2 trials, 1 at a time" in result.stdout  # 2 workers fill the 2 CPUs
+    # 2 workers fill the 2 CPUs: one trial at a time, so the 2 runs share one Train run.
+    assert "running 2 trials as 1 Ray Train run, each training its share in turn, 1 at a time" in (
+        result.stdout
+    )
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("kdray-zero3")
     trials = [
