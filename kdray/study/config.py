@@ -63,7 +63,7 @@ class StudyConfig:
     the ~30 s every Train run pays whatever it trains, for its worker processes, imports and
     DeepSpeed set-up, is paid once per Train run):
     - `packed`: as many Train runs as run at once, each training its share of the grid one
-      run after another (a setting's seeds together), balanced by the runs' expected work.
+      run after another (setting by setting), balanced by the runs' expected work.
       For students trained on CPUs; on GPUs, or while the cluster has no room for a trial yet,
       it is `setting`;
     - `setting`: a Train run per setting, its seeds in turn;

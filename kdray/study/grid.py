@@ -152,8 +152,7 @@ def _grouping(plans: list[dict], trials: list[dict]) -> str:
     """How the trials share Train runs, for the opening line."""
     if len(trials) == len(plans):
         return ""
-    settings = len(seed_groups(plans))
-    if len(trials) == settings:
+    if not trials[0].get("packed"):
         return f" as {len(trials)} Ray Train runs (a setting's seeds in turn in one)"
     runs = "Ray Train run" if len(trials) == 1 else "Ray Train runs"
     return f" as {len(trials)} {runs}, each training its share in turn"

@@ -237,3 +237,18 @@ def test_the_paper_grid_fits_a_cluster_by_sharding_online_teachers():
     chosen = config_from_flags("paper", ["--teacher-placement", "replica", "--ce-weight", "0.5"])
     assert chosen.kd.teacher_placement == "replica" and chosen.kd.ce_weight == 0.5
     assert any(row.gpus_per_trial is None for row in plan_pairs(chosen))
+
+
+def test_the_opening_line_says_how_runs_share_train_runs(tiny_world_stub):
+    from kdray.study.grid import _grouping
+
+    plans = trial_plans(config_from_flags("temperature"), tiny_world_stub)
+    # 8 packed Train runs are as many as the settings, and still not one per setting.
+    assert _grouping(plans, packed_groups(plans, 8)) == (
+        " as 8 Ray Train runs, each training its share in turn"
+    )
+    assert _grouping(plans, seed_groups(plans)) == (
+        " as 8 Ray Train runs (a setting's seeds in turn in one)"
+    )
+    assert _grouping(plans, packed_groups(plans, 1)).startswith(" as 1 Ray Train run,")
+    assert _grouping(plans, plans) == ""
