@@ -5,13 +5,16 @@ MLflow run (role `pretrain`) and cached for later studies."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 from mlflow.entities import RunStatus
+from ray.util.queue import Queue
 
 from kdray.cache import is_complete
+from kdray.config.pretrain import PretrainConfig
 from kdray.config.run import flatten
 from kdray.console import say
 from kdray.hub.world import HubWorld
@@ -35,6 +38,10 @@ class BaseNeed:
     seed: int
     teacher: bool
     """The teacher's base (pretrained longer)."""
+
+
+PROGRESS_SECONDS = 30.0
+"""How often a line says where the bases in pretraining are."""
 
 
 def needed_bases(config: StudyConfig) -> list[BaseNeed]:
@@ -74,24 +81,59 @@ def prepare_bases(config: StudyConfig, world: World | HubWorld, runs: TeacherRun
         return
     steps = f"{config.pretrain.steps} steps, the teacher's {config.pretrain.teacher_steps}"
     say(f"pretraining {len(missing)} tiny base(s) on the world's generic text ({steps}; cached)")
-    task = ray.remote(num_cpus=1)(_pretrain)
-    started = time.perf_counter()
-    pending = {}
-    for need in missing:
-        run_id = _open_run(config, need, runs)
-        ref = task.remote(world, need.model, need.seed, config.pretrain, need.teacher)
-        pending[ref] = (need, run_id)
+    run_ids = {need: _open_run(config, need, runs) for need in missing}
     try:
-        while pending:
-            [done], _ = ray.wait(list(pending))
-            need, run_id = pending.pop(done)
-            curve = _close_run(runs, run_id, Path(ray.get(done)))
-            say(f"  base {need.model} seed {need.seed}: loss {curve[-1][1]:.3f} "
-                f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
+        for need, folder, seconds in pretrain_in_parallel(world, missing, config.pretrain):
+            curve = _close_run(runs, run_ids.pop(need), folder)
+            say(f"  base {need.model} seed {need.seed}: loss {curve[-1][1]:.3f} ({seconds:.0f} s)")
     except BaseException:
-        for _, run_id in pending.values():
+        for run_id in run_ids.values():
             mark_failed(runs.client, run_id)
         raise
+
+
+def pretrain_in_parallel(
+    world: World, needs: list[BaseNeed], pretrain: PretrainConfig
+) -> Iterator[tuple[BaseNeed, Path, float]]:
+    """Pretrain `needs` as Ray tasks of one CPU each; yields (need, folder, seconds since the
+    start) as each ends. Meanwhile, every PROGRESS_SECONDS, a line says where each base in
+    training is: a teacher's base takes minutes, and nothing else is printed until it ends."""
+    reports = Queue(actor_options={"num_cpus": 0})
+    task = ray.remote(num_cpus=1)(_pretrain)
+    pending = {task.remote(world, n.model, n.seed, pretrain, n.teacher, reports): n for n in needs}
+    started = last_line = time.perf_counter()
+    latest: dict[BaseNeed, tuple[int, float]] = {}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), timeout=PROGRESS_SECONDS)
+            for model, seed, teacher, step, loss in reports.get_nowait_batch(reports.qsize()):
+                latest[BaseNeed(model, seed, teacher)] = (step, loss)
+            for ref in done:
+                need = pending.pop(ref)
+                latest.pop(need, None)
+                yield need, Path(ray.get(ref)), time.perf_counter() - started
+            now = time.perf_counter()
+            if latest and now - last_line >= PROGRESS_SECONDS:
+                waiting = len(pending) - len(latest)
+                say(progress_line(latest, pretrain, waiting, now - started))
+                last_line = now
+    finally:
+        reports.shutdown()
+
+
+def progress_line(
+    latest: dict[BaseNeed, tuple[int, float]],
+    pretrain: PretrainConfig,
+    waiting: int,
+    seconds: float,
+) -> str:
+    """`  pretraining: tiny-qwen2-s seed 3 step 900/3000 (loss 0.823), …; 2 waiting; 95 s`."""
+    parts = []
+    for need, (step, loss) in latest.items():
+        steps = pretrain.train_config(need.teacher, need.seed).steps
+        parts.append(f"{need.model} seed {need.seed} step {step}/{steps} (loss {loss:.3f})")
+    queued = f"; {waiting} waiting" if waiting > 0 else ""
+    return f"  pretraining: {', '.join(parts)}{queued}; {seconds:.0f} s"
 
 
 def _folder(config: StudyConfig, world: World, need: BaseNeed) -> Path:
@@ -119,14 +161,20 @@ def _close_run(runs: TeacherRuns, run_id: str, folder: Path) -> list:
     return curve
 
 
-def _pretrain(world: World, model: str, seed: int, pretrain, teacher: bool) -> str:
+def _pretrain(
+    world: World, model: str, seed: int, pretrain: PretrainConfig, teacher: bool, reports: Queue
+) -> str:
     import torch
 
     from kdray.models import quiet_libraries
 
     quiet_libraries()
     torch.set_num_threads(1)  # the task holds one CPU: more threads only oversubscribe it
-    folder, _ = build_base(world, model, seed, pretrain, teacher)
+
+    def report(step: int, loss: float, seconds: float) -> None:
+        reports.put((model, seed, teacher, step, loss))
+
+    folder, _ = build_base(world, model, seed, pretrain, teacher, on_report=report)
     return str(folder)
 
 

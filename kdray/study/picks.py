@@ -26,7 +26,7 @@ from kdray.tracking.models import (
     student_model_id,
 )
 from kdray.tracking.outage import is_unreachable
-from kdray.trial.driver import log_run_student
+from kdray.trial.closing import log_run_student
 
 SETTING = (
     "method", "temperature", "noise_sigma", "ce_weight", "beta", "on_policy_fraction",

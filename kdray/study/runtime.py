@@ -21,7 +21,8 @@ from kdray.console import say
 from kdray.study.config import StudyConfig
 from kdray.tracking.outage import StudyOutage
 from kdray.tracking.runs import PARENT_TAG, RUN_NAME_TAG, role_is
-from kdray.trial.driver import DRIVER_CPUS, FAILURE_TAG
+from kdray.trial.closing import FAILURE_TAG
+from kdray.trial.driver import DRIVER_CPUS
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def log_student(
         skipped = set(skip)
         shutil.copytree(
             folder, hf_model, ignore=lambda _, names: skipped & set(names),
-            copy_function=_link_or_copy,
+            copy_function=link_or_copy,
         )  # fmt: skip
         generation = staging / f"{GENERATION}.json"
         generation.write_text(json.dumps(_generation(run.data.params)))
@@ -142,7 +142,9 @@ def _staging(folder: Path) -> Iterator[Path]:
         yield Path(path)
 
 
-def _link_or_copy(source: str, target: str) -> None:
+def link_or_copy(source: str, target: str) -> None:
+    """A hard link (no space, and it outlives the source's deletion), or a copy across
+    filesystems."""
     try:
         os.link(source, target)
     except OSError:

@@ -60,7 +60,9 @@ RUNS_KEY = "runs"
 FAILURE_FILE = "failure.json"
 RUN_FILE = "run.json"
 """In a run's outputs: the fingerprint of the run (its whole RunSpec, MLflow run id included)
-that wrote them, so a restored Train run takes finished outputs only for the same run."""
+that wrote them, so a restored Train run takes finished outputs only for the same run, and its
+MLflow run id, so the run can be closed as soon as a checkpoint holds them
+(kdray.trial.closing.RunCloser)."""
 
 
 def run_output(folder: Path, index: int) -> Path:
@@ -131,10 +133,10 @@ def restore_finished(checkpoint, done: Path) -> dict[int, str | None]:
     return finished
 
 
-def record_run(output: Path, fingerprint: str) -> None:
-    """Mark `output` as the outputs of the run with this fingerprint (rank 0)."""
+def record_run(output: Path, fingerprint: str, run_id: str | None) -> None:
+    """Mark `output` as the outputs of the run with this fingerprint and MLflow run (rank 0)."""
     output.mkdir(parents=True)
-    (output / RUN_FILE).write_text(json.dumps({"fingerprint": fingerprint}))
+    (output / RUN_FILE).write_text(json.dumps({"fingerprint": fingerprint, "run_id": run_id}))
 
 
 def train_run(config: dict[str, Any], output: Path) -> None:
@@ -178,7 +180,7 @@ def _train_run(worker: Worker, config: dict[str, Any], output: Path) -> None:
     clock = StepClock(progress.train_seconds)
     failure = train_steps(worker, progress, clock)
     if failure:
-        report_failure(failure, worker.rank, output, progress.fingerprint)
+        report_failure(failure, worker.rank, output, progress.fingerprint, worker.spec.run_id)
         return
     clock.stop()
     state = final_state(worker, progress)
@@ -597,7 +599,7 @@ def export_evaluate_and_report(
     Hugging Face folder in `output`, evaluated, logged to MLflow and reported with the
     checkpoint of every finished run so far."""
     spec, train, tokenizer, device = worker.spec, worker.train, worker.tokenizer, worker.device
-    record_run(output, progress.fingerprint)
+    record_run(output, progress.fingerprint, spec.run_id)
     export_model(worker, state, output)
     metrics.update(evaluate(spec, load_model(output, device), tokenizer, output))
     (output / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
@@ -638,7 +640,9 @@ def worker_nodes(world_size: int) -> list[str]:
     return sorted(set(everyone))
 
 
-def report_failure(reason: str, rank: int, output: Path, fingerprint: str) -> None:
+def report_failure(
+    reason: str, rank: int, output: Path, fingerprint: str, run_id: str | None
+) -> None:
     """End the run as failed without raising: every rank reports the same reason and returns
     (rank 0 with the checkpoint, `output` holding failure.json, so the driver's Result carries
     it) and the Train run goes on to its next run. A raised error would count as a worker
@@ -646,7 +650,7 @@ def report_failure(reason: str, rank: int, output: Path, fingerprint: str) -> No
     if rank != 0:
         ray.train.report({FAILURE_KEY: reason})
         return
-    record_run(output, fingerprint)
+    record_run(output, fingerprint, run_id)
     (output / FAILURE_FILE).write_text(json.dumps({"reason": reason}))
     checkpoint = ray.train.Checkpoint.from_directory(output.parent)
     ray.train.report({FAILURE_KEY: reason}, checkpoint=checkpoint)

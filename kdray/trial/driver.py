@@ -7,48 +7,37 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import traceback
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import ray.tune
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from kdray.config.run import flatten
 from kdray.config.run_spec import RunSpec
-from kdray.console import say
 from kdray.errors import TrackingUnreachableError
-from kdray.eval.evaluate import PREDICTIONS_FILE
 from kdray.tracking.datasets import log_splits
-from kdray.tracking.models import MODEL_ERROR_TAG, MODEL_FOLDER_TAG, log_student
 from kdray.tracking.outage import (
-    UNSENT_DIR,
     StudyOutage,
     UnsentOps,
     bound_http_retries,
-    is_unreachable,
     wait_for_tracking,
 )
-from kdray.tracking.runs import (
-    PARENT_TAG,
-    ROLE_TAG,
-    RUN_NAME_TAG,
-    RunLogger,
-    mark_failed,
-    package_versions,
-)
-from kdray.train.loop import (
-    FAILURE_FILE,
-    FAILURE_KEY,
-    METRICS_FILE,
-    RUN_FILE,
-    NonFiniteLossError,
-    run_output,
-)
+from kdray.tracking.runs import PARENT_TAG, ROLE_TAG, RUN_NAME_TAG, RunLogger, package_versions
+from kdray.train.loop import FAILURE_KEY, METRICS_FILE, run_output
 from kdray.train.run import fit_runs
+from kdray.trial.closing import (
+    FAILURE_TAG,
+    STUDENTS_DIR,
+    RunCloser,
+    TrialFailedError,
+    failure_reason,
+    finish_run,
+    mark_run_failed,
+    run_failure,
+)
 
 DRIVER_CPUS = 0.01
 DRIVER_RESOURCE_ENV = "KDRAY_DRIVER_RESOURCE"
@@ -66,7 +55,6 @@ def driver_resources() -> dict[str, float]:
 
 
 TRIAL_KEY_TAG = "kdray.trial_key"
-FAILURE_TAG = "kdray.failure_reason"
 
 
 def open_child_run(client: MlflowClient, study: dict[str, Any], plan: dict[str, Any]):
@@ -163,30 +151,37 @@ def _run_trial(study: dict[str, Any], plan: dict[str, Any], outage: StudyOutage)
         waiting("logging the trial's config", partial(_log_config, logger, members[i], spec))
         specs.append(spec)
         loggers.append(logger)
+    log_all = study.get("log_models") == "all"  # else the search logs its picks, or none
+    students = Path(study["storage_path"]) / STUDENTS_DIR
+    closer = RunCloser(uri, [spec.run_id for spec in specs], students, log_all)
     try:
         folder = fit_runs(
             specs,
             name=f"trial-{ray.tune.get_context().get_trial_id()}",
             storage_path=Path(study["storage_path"]),
-            callbacks=[TrialReportCallback()],
+            callbacks=[TrialReportCallback(), closer],
         ) if specs else None  # fmt: skip
     except BaseException as error:
         if train_run_lost(error):  # not the runs' failure: they stay open for --resume
             raise
-        reason = _failure_reason(error)
+        reason = failure_reason(error)
         for logger in loggers:
-            waiting("marking the trial failed", partial(_mark_failed, client, logger, reason))
-        raise
-    log_all = study.get("log_models") == "all"  # else the search logs its picks, or none
-    for position, i in enumerate(todo):
-        output = run_output(folder, position)
-        if reason := _run_failure(output):
             waiting(
-                "marking the run failed", partial(_mark_failed, client, loggers[position], reason)
+                "marking the trial failed", partial(mark_run_failed, client, logger.run_id, reason)
             )
-            failures.append(reason)
+        raise
+    for position, i in enumerate(todo):
+        run_id, output = loggers[position].run_id, run_output(folder, position)
+        run = waiting("reading the run's state", partial(client.get_run, run_id))
+        if run.info.status == "FAILED":  # closed by the RunCloser as it ended
+            failures.append(run.data.tags.get(FAILURE_TAG, "failed"))
+        elif run.info.status != "RUNNING":
             continue
-        _finish_run(client, waiting, outage, members[i], loggers[position].run_id, output, log_all)
+        elif reason := run_failure(output):
+            waiting("marking the run failed", partial(mark_run_failed, client, run_id, reason))
+            failures.append(reason)
+        else:
+            _finish_run(client, waiting, outage, members[i], run_id, output, students, log_all)
     if len(members) > 1:
         ray.tune.report(group_result(plan, [client.get_run(run.info.run_id) for run in runs]))
     if failures:
@@ -209,16 +204,15 @@ def train_run_lost(error: BaseException) -> bool:
     return False
 
 
-def _run_failure(output: Path) -> str | None:
-    """Why a run of the Train run failed (its loss stopped being finite), or None."""
-    failure = output / FAILURE_FILE
-    if not failure.is_file():
-        return None
-    return _failure_reason(NonFiniteLossError(json.loads(failure.read_text())["reason"]))
-
-
 def _finish_run(
-    client, waiting, outage: StudyOutage, plan: dict, run_id: str, output: Path, log_model: bool
+    client,
+    waiting,
+    outage: StudyOutage,
+    plan: dict,
+    run_id: str,
+    output: Path,
+    students: Path,
+    log_model: bool,
 ):
     """Send what rank 0 could not send during an outage, record the run's student (logged as
     its MLflow model when `log_model`) and close the run FINISHED; kept on disk for --resume
@@ -229,41 +223,13 @@ def _finish_run(
             "sending the trial's results",
             lambda: (
                 unsent.deliver(client, run_id),
-                _record_student(client, run_id, output, log_model),
-                client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED)),
+                finish_run(client, run_id, output, students, log_model),
             ),
         )
     except TrackingUnreachableError:
         metrics = json.loads((output / METRICS_FILE).read_text())
         outage.keep(plan["key"], run_id, unsent, metrics)
         raise
-
-
-NOT_MODEL_FILES = (METRICS_FILE, PREDICTIONS_FILE, FAILURE_FILE, RUN_FILE, UNSENT_DIR)
-"""What a run's output folder holds besides its exported student."""
-
-
-def log_run_student(tracking_uri: str, run_id: str, output: Path) -> str:
-    """The student a run exported and evaluated (`output`: its Hugging Face folder, beside the
-    run's records) logged as the run's MLflow model at the run's last step; its model id."""
-    step = json.loads((output / METRICS_FILE).read_text())["step"]
-    return log_student(tracking_uri, run_id, output, NOT_MODEL_FILES, step)
-
-
-def _record_student(client: MlflowClient, run_id: str, output: Path, log_model: bool) -> None:
-    """Tag where the run's student folder is; log it when asked. A student that cannot be
-    logged is a tag and a line, not a failed trial (its results are all there)."""
-    client.set_tag(run_id, MODEL_FOLDER_TAG, str(output))
-    if not log_model:
-        return
-    try:
-        log_run_student(client.tracking_uri, run_id, output)
-    except Exception as error:
-        if is_unreachable(error):
-            raise
-        reason = _failure_reason(error)
-        client.set_tag(run_id, MODEL_ERROR_TAG, reason)
-        say(f"run {run_id}: its student was not logged as an MLflow model: {reason}")
 
 
 def group_result(plan: dict[str, Any], runs) -> dict[str, float]:
@@ -290,15 +256,6 @@ def _mean_metrics(runs) -> dict[str, float]:
     return {key: sum(v) / len(v) for key, v in values.items()}
 
 
-def _mark_failed(client: MlflowClient, logger: RunLogger, reason: str) -> None:
-    """FAILED with its reason, unless the run was closed already: a trial ASHA stops loses its
-    workers with its placement group, and the Tune driver closes its run KILLED."""
-    if client.get_run(logger.run_id).info.status != "RUNNING":
-        return
-    logger.set_tags({FAILURE_TAG: reason})
-    mark_failed(client, logger.run_id)
-
-
 def _log_config(logger: RunLogger, plan: dict[str, Any], spec: RunSpec) -> None:
     """The run's params (tidy schema, resolved config, versions), its config.json, and the
     data it reads as MLflow datasets."""
@@ -315,22 +272,3 @@ def _log_config(logger: RunLogger, plan: dict[str, Any], spec: RunSpec) -> None:
     )
     logger.set_tags({"ray.trial_id": ray.tune.get_context().get_trial_id()})
     logger.log_json(spec.to_dict(), "config.json")  # the resolved config: the run's record
-
-
-class TrialFailedError(RuntimeError):
-    """A resumed study's trial that had failed before: it fails again with the same reason."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _failure_reason(error: BaseException) -> str:
-    if isinstance(error, TrialFailedError):
-        return error.reason
-    """The error that ended the trial in one line: Train wraps a worker's exception with its
-    traceback, whose last line names the real error (e.g. `...NonFiniteLossError: loss became
-    nan at step 1`)."""
-    text = "".join(traceback.format_exception_only(type(error), error))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:500] if lines else type(error).__name__

@@ -22,8 +22,9 @@ def test_a_study_interrupted_in_its_packed_train_run_resumes_every_run_complete(
 ):
     """The default: all 6 runs in one packed Train run, Ctrl-C after its second run. Ctrl-C
     stops the trial in flight (Tune reports it TERMINATED, not done), so the study must not
-    take itself for finished; its runs stay open, and --resume trains each to one complete
-    curve (a restored Train checkpoint's outputs belong to the runs' old MLflow ids)."""
+    take itself for finished. The runs that finished were closed as they did and are kept;
+    the others stay open, and --resume trains each to one complete curve (a restored Train
+    checkpoint's outputs belong to the runs' old MLflow ids)."""
     flags = ["--smoke", "--cache-dir", str(shared_cache), "--max-concurrent", "1"]
     code, output = interrupt_study_script(*flags, cwd=tmp_path, after="run 2/6 done")
     assert code == 130, output[-3000:]
@@ -34,11 +35,16 @@ def test_a_study_interrupted_in_its_packed_train_run_resumes_every_run_complete(
     assert parent.info.status == "KILLED"
     before = _children(client, experiment.experiment_id, parent.info.run_id)
     assert "FAILED" not in {r.info.status for r in before.values()}  # not the runs' failure
+    finished = {k: r for k, r in before.items() if r.info.status == "FINISHED"}
+    assert 1 <= len(finished) < TRIALS  # at least the first, closed before the second ended
 
     resumed = run_study_script(*flags, "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     after = _children(client, experiment.experiment_id, parent.info.run_id)
     assert len(after) == TRIALS and {r.info.status for r in after.values()} == {"FINISHED"}
+    for key, run in finished.items():  # not trained again
+        assert after[key].info.run_id == run.info.run_id
+        assert after[key].info.end_time == run.info.end_time
     for run in after.values():  # every curve complete, each step once, and its metrics
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
         assert sorted(steps) == list(range(1, 21)) and "score" in run.data.metrics

@@ -6,7 +6,7 @@ from mlflow.tracking import MlflowClient
 
 from kdray.study.runtime import close_abandoned_runs, failed_trials
 from kdray.tracking.runs import PARENT_TAG, RUN_NAME_TAG
-from kdray.trial.driver import FAILURE_TAG
+from kdray.trial.closing import FAILURE_TAG
 
 
 def test_runs_left_running_by_a_dead_driver_are_closed_failed(tmp_path):

@@ -16,7 +16,7 @@ from kdray.study.picks import register_picks
 from kdray.study.search import sample_name
 from kdray.tracking.models import MODEL_FOLDER_TAG, registered_name, student_model_id
 from kdray.tracking.runs import ensure_experiment
-from kdray.trial.driver import log_run_student
+from kdray.trial.closing import log_run_student
 
 EXPERIMENT = "kdray-optimal-test"
 

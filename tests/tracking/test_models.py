@@ -23,7 +23,7 @@ QUESTIONS = [
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
     """A run whose exported student (qwen) is logged: (store URI, run id, model id, folder)."""
-    from kdray.trial.driver import log_run_student
+    from kdray.trial.closing import log_run_student
 
     root = tmp_path_factory.mktemp("models")
     folder = tiny_student_folder(root / "ray_results" / "run-0")

@@ -129,7 +129,7 @@ def test_a_restored_train_run_takes_finished_outputs_only_from_the_same_run(tmp_
     runs = [{"run_id": name, "model_name": "s"} for name in ("a", "b", "c")]
     saved = tmp_path / "checkpoint"
     for index, run in enumerate(runs[:2]):  # a and b finished before the interruption
-        record_run(saved / f"run-{index}", run_fingerprint(run))
+        record_run(saved / f"run-{index}", run_fingerprint(run), run.get("run_id"))
         (saved / f"run-{index}" / METRICS_FILE).write_text(json.dumps({"score": index}))
     (saved / "run-2").mkdir()  # an older kdray's output: no record of its run
     done = tmp_path / "done"
