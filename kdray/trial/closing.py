@@ -22,7 +22,7 @@ from ray.train import UserCallback
 from kdray.console import say
 from kdray.eval.evaluate import PREDICTIONS_FILE
 from kdray.tracking.models import MODEL_ERROR_TAG, MODEL_FOLDER_TAG, link_or_copy, log_student
-from kdray.tracking.outage import UNSENT_DIR, is_unreachable
+from kdray.tracking.outage import UNSENT_DIR, bound_http_retries, is_unreachable
 from kdray.tracking.runs import mark_failed
 from kdray.train.loop import (
     FAILURE_FILE,
@@ -163,6 +163,7 @@ class RunCloser(UserCallback):
             if (output / UNSENT_DIR).exists():
                 continue  # the driver delivers those ops first
             try:
+                bound_http_retries()  # a server that is away must not hold the controller up
                 client = MlflowClient(self.tracking_uri)
                 if reason := run_failure(output):
                     mark_run_failed(client, run_id, reason)
