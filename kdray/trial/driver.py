@@ -170,18 +170,20 @@ def _run_trial(study: dict[str, Any], plan: dict[str, Any], outage: StudyOutage)
                 "marking the trial failed", partial(mark_run_failed, client, logger.run_id, reason)
             )
         raise
+    unreachable: TrackingUnreachableError | None = None
     for position, i in enumerate(todo):
         run_id, output = loggers[position].run_id, run_output(folder, position)
-        run = waiting("reading the run's state", partial(client.get_run, run_id))
-        if run.info.status == "FAILED":  # closed by the RunCloser as it ended
-            failures.append(run.data.tags.get(FAILURE_TAG, "failed"))
-        elif run.info.status != "RUNNING":
+        if unreachable is not None:  # the server stayed away: keep the rest without asking it
+            _keep_for_resume(outage, members[i], run_id, UnsentOps(output), output)
             continue
-        elif reason := run_failure(output):
-            waiting("marking the run failed", partial(mark_run_failed, client, run_id, reason))
-            failures.append(reason)
-        else:
-            _finish_run(client, waiting, outage, members[i], run_id, output, students, log_all)
+        try:
+            args = (client, waiting, outage, members[i], run_id, output, students, log_all)
+            if reason := _close_open_run(*args):
+                failures.append(reason)
+        except TrackingUnreachableError as error:
+            unreachable = error
+    if unreachable is not None:  # one line from the study; --resume delivers what was kept
+        raise unreachable
     if len(members) > 1:
         ray.tune.report(group_result(plan, [client.get_run(run.info.run_id) for run in runs]))
     if failures:
@@ -204,7 +206,7 @@ def train_run_lost(error: BaseException) -> bool:
     return False
 
 
-def _finish_run(
+def _close_open_run(
     client,
     waiting,
     outage: StudyOutage,
@@ -213,12 +215,22 @@ def _finish_run(
     output: Path,
     students: Path,
     log_model: bool,
-):
-    """Send what rank 0 could not send during an outage, record the run's student (logged as
-    its MLflow model when `log_model`) and close the run FINISHED; kept on disk for --resume
-    when the server stays away."""
+) -> str | None:
+    """Close a run its Train run left open (RunCloser closes most as they finish): FAILED
+    with its reason, which is returned, or FINISHED once what rank 0 could not send during an
+    outage is sent and its student recorded (logged as its MLflow model when `log_model`).
+    When the server stays away its results are kept on disk for --resume, and
+    TrackingUnreachableError is raised."""
     unsent = UnsentOps(output)
     try:
+        run = waiting("reading the run's state", partial(client.get_run, run_id))
+        if run.info.status == "FAILED":  # closed by the RunCloser
+            return run.data.tags.get(FAILURE_TAG, "failed")
+        if run.info.status != "RUNNING":
+            return None
+        if reason := run_failure(output):
+            waiting("marking the run failed", partial(mark_run_failed, client, run_id, reason))
+            return reason
         waiting(
             "sending the trial's results",
             lambda: (
@@ -227,9 +239,18 @@ def _finish_run(
             ),
         )
     except TrackingUnreachableError:
-        metrics = json.loads((output / METRICS_FILE).read_text())
-        outage.keep(plan["key"], run_id, unsent, metrics)
+        _keep_for_resume(outage, plan, run_id, unsent, output)
         raise
+    return None
+
+
+def _keep_for_resume(
+    outage: StudyOutage, plan: dict, run_id: str, unsent: UnsentOps, output: Path
+) -> None:
+    """A finished run's undelivered ops and metrics, kept while the server is away (`unsent`
+    holds only what was not delivered yet). A failed run keeps nothing: it trains again."""
+    if (output / METRICS_FILE).is_file():
+        outage.keep(plan["key"], run_id, unsent, json.loads((output / METRICS_FILE).read_text()))
 
 
 def group_result(plan: dict[str, Any], runs) -> dict[str, float]:
