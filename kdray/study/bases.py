@@ -114,8 +114,8 @@ def pretrain_in_parallel(
                 yield need, Path(ray.get(ref)), time.perf_counter() - started
             now = time.perf_counter()
             if latest and now - last_line >= PROGRESS_SECONDS:
-                waiting = len(pending) - len(latest)
-                say(progress_line(latest, pretrain, waiting, now - started))
+                silent = len(pending) - len(latest)  # queued, or before their first report
+                say(progress_line(latest, pretrain, silent, now - started))
                 last_line = now
     finally:
         reports.shutdown()
@@ -124,15 +124,16 @@ def pretrain_in_parallel(
 def progress_line(
     latest: dict[BaseNeed, tuple[int, float]],
     pretrain: PretrainConfig,
-    waiting: int,
+    silent: int,
     seconds: float,
 ) -> str:
-    """`  pretraining: tiny-qwen2-s seed 3 step 900/3000 (loss 0.823), …; 2 waiting; 95 s`."""
+    """`  pretraining: tiny-qwen2-s seed 3 step 900/3000 (loss 0.823), …; 2 queued or starting;
+    95 s` (`silent`: the bases not yet started, or started but before their first report)."""
     parts = []
     for need, (step, loss) in latest.items():
         steps = pretrain.train_config(need.teacher, need.seed).steps
         parts.append(f"{need.model} seed {need.seed} step {step}/{steps} (loss {loss:.3f})")
-    queued = f"; {waiting} waiting" if waiting > 0 else ""
+    queued = f"; {silent} queued or starting" if silent > 0 else ""
     return f"  pretraining: {', '.join(parts)}{queued}; {seconds:.0f} s"
 
 

@@ -16,12 +16,12 @@ SMALL = MathWorldConfig(train_size=300, validation_size=40, test_size=40)
 def test_progress_line_names_each_base_its_step_and_the_queue():
     pretrain = PretrainConfig(steps=400, teacher_steps=800)
     latest = {BaseNeed("tiny-qwen2-s", 3, False): (120, 0.8234), BaseNeed("m", 0, True): (80, 1.5)}
-    line = progress_line(latest, pretrain, waiting=2, seconds=95.4)
+    line = progress_line(latest, pretrain, silent=2, seconds=95.4)
     assert line == (
         "  pretraining: tiny-qwen2-s seed 3 step 120/400 (loss 0.823), "
-        "m seed 0 step 80/800 (loss 1.500); 2 waiting; 95 s"
+        "m seed 0 step 80/800 (loss 1.500); 2 queued or starting; 95 s"
     )
-    assert "waiting" not in progress_line(latest, pretrain, waiting=0, seconds=1)
+    assert "queued" not in progress_line(latest, pretrain, silent=0, seconds=1)
 
 
 def test_bases_in_pretraining_report_their_steps_before_they_end(tmp_path, monkeypatch, capsys):
@@ -42,4 +42,4 @@ def test_bases_in_pretraining_report_their_steps_before_they_end(tmp_path, monke
     lines = [line for line in capsys.readouterr().out.splitlines() if "pretraining:" in line]
     steps = [int(s) for line in lines for s in re.findall(r"step (\d+)/100", line)]
     assert steps and min(steps) < 100  # said mid-way, not only at the end
-    assert any("1 waiting" in line for line in lines)  # 3 bases on 2 CPUs: one queued
+    assert any("1 queued or starting" in line for line in lines)  # 3 bases on 2 CPUs
