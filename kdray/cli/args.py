@@ -12,6 +12,7 @@ from typing import Any
 
 from kdray.cli.config_file import apply_config_file
 from kdray.cli.parser import study_parser
+from kdray.config.pretrain import PretrainConfig
 from kdray.config.run import EvalConfig, TrainConfig
 from kdray.errors import ConfigError
 from kdray.folders import check_writable
@@ -40,6 +41,8 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
     chosen = {k: v for k, v in grid.items() if v is not None}
     if args.no_pretrain:
         chosen["pretrain"] = None
+    if args.pretrain_steps is not None:
+        chosen["pretrain"] = _pretrain_steps(config, args)
     config = dataclasses.replace(
         config,
         kd=kd_template,
@@ -55,6 +58,16 @@ def config_from_args(design: StudyDesign, args: argparse.Namespace) -> StudyConf
     config = dataclasses.replace(config, **_design_fields(design, config, args, chosen))
     check_folders(config)
     return config
+
+
+def _pretrain_steps(config: StudyConfig, args: argparse.Namespace) -> PretrainConfig:
+    """The preset's pretraining with the students' bases pretrained `--pretrain-steps`."""
+    if args.no_pretrain or config.pretrain is None:
+        raise ConfigError(
+            "--pretrain-steps sets how long the tiny preset's bases pretrain: drop it, or "
+            "--no-pretrain, or use --preset tiny"
+        )
+    return dataclasses.replace(config.pretrain, steps=args.pretrain_steps)
 
 
 def _check_search_flags(args: argparse.Namespace) -> None:
@@ -115,6 +128,7 @@ def _training_flags(
     """The students' and the teacher's training, and the evaluation, with the user's flags."""
     train = {
         "steps": args.steps,
+        "learning_rate": args.learning_rate,
         "zero_stage": args.zero_stage,
         "num_workers": args.num_workers,
         "placement_strategy": args.placement_strategy,

@@ -175,17 +175,30 @@ def _training_flags(parser: OneLineParser) -> None:
     )
     parser.add_argument("--steps", type=int, help="optimizer steps per student trial")
     parser.add_argument(
+        "--learning-rate",
+        type=float,
+        metavar="LR",
+        help="students' peak learning rate (tiny preset: 2.5e-3; the teacher keeps its own)",
+    )
+    parser.add_argument(
         "--train-examples",
         type=int,
         metavar="N",
-        help="students train on the first N training items (tiny preset: 2000 of 16000; the "
-        "teacher keeps the whole pool): fewer gives the data-limited regime",
+        help="students train on the first N training items (tiny preset: all 16000, as the "
+        "teacher does): fewer gives the data-limited regime",
     )
     parser.add_argument(
         "--no-pretrain",
         action="store_true",
         help="tiny preset: start every model from a random initialisation instead of a base "
         "pretrained on the world's generic text",
+    )
+    parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        metavar="N",
+        help="tiny preset: pretraining steps of each student's base (math: 6000; the "
+        "teacher's base keeps its own)",
     )
     parser.add_argument(
         "--eval-every",

@@ -107,10 +107,19 @@ def init_seed(name: str, family: str, seed: int = 0) -> int:
     return MODEL_INIT_SEED + index + 7919 * seed
 
 
+LATER_FIELDS_OFF = {"style_concentration": 0.0}
+"""World fields added after worlds were built, at their value that changes nothing: left out of
+the key there, so the worlds (and packaged bases) built before them keep their key."""
+
+
 def world_key(config: WorldConfig, family: str) -> str:
     specs = {name: to_dict(spec) for name, spec in family_models(family).items()}
+    values = {
+        name: value for name, value in to_dict(config).items()
+        if not (name in LATER_FIELDS_OFF and value == LATER_FIELDS_OFF[name])
+    }  # fmt: skip
     return content_key(
-        GENERATOR_VERSION, domain_of(config), to_dict(config), family, specs, MODEL_INIT_SEED,
+        GENERATOR_VERSION, domain_of(config), values, family, specs, MODEL_INIT_SEED,
         PRETRAINING_DOCUMENTS,
     )  # fmt: skip
 

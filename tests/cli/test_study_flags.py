@@ -74,6 +74,9 @@ BAD_INPUT = [
     (["--methods", "skew_rkl", "--skew-alpha", "1"], "skew_alpha = 1 makes skew_rkl zero", None),
     (["--grad-accum-steps", "0"], "grad_accum_steps must be >= 1", None),
     (["--train-examples", "0"], "train_examples must be >= 1", None),
+    (["--learning-rate", "0"], "learning rate must be > 0", None),
+    (["--pretrain-steps", "0"], "pretraining needs >= 1 step", None),
+    (["--pretrain-steps", "10", "--no-pretrain"], "--pretrain-steps sets how long", None),
     (["--train-examples", "20000"], "more than the world's 16000 training items", None),
     (["--domain", "poetry"], "invalid choice: 'poetry'", None),
     (["--family", "gpt"], "invalid choice: 'gpt'", None),
@@ -275,13 +278,17 @@ def test_flags_override_the_preset():
     config = config_from_flags(
         "temperature",
         ["--temperatures", "1,3", "--students", "tiny-qwen2-xs", "--steps", "7", "--seeds", "0,1",
-         "--train-examples", "500"],
+         "--train-examples", "500", "--learning-rate", "2e-3"],
     )  # fmt: skip
     assert config.temperatures == (1.0, 3.0)
     assert config.students == ("tiny-qwen2-xs",)
     assert config.student_train.steps == 7
     assert config.student_train.train_examples == 500
     assert config.teacher_train.train_examples is None  # the teacher keeps its whole pool
+    assert config.student_train.learning_rate == 2e-3
+    assert config.teacher_train.learning_rate == 3e-3  # the teacher keeps its recipe
+    pretrained = config_from_flags("temperature", ["--pretrain-steps", "6000"]).pretrain
+    assert (pretrained.steps, pretrained.teacher_steps) == (6000, config.pretrain.teacher_steps)
     assert config.seeds == (0, 1)
 
 

@@ -1,4 +1,4 @@
-"""The default temperature study, as the README's first command runs it (about 30 min on
+"""The default temperature study, as the README's first command runs it (13-15 min on
 2 CPUs): `pytest -m slow`."""
 
 import time

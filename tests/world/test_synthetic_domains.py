@@ -15,7 +15,7 @@ from kdray.errors import ConfigError
 from kdray.world import synthetic_commonsense as cs
 from kdray.world import synthetic_instruction as si
 from kdray.world.splits import draw_splits
-from kdray.world.synthetic_math import MathWorldConfig
+from kdray.world.synthetic_math import NAMES, MathWorldConfig, person_styles
 from kdray.world.synthetic_math import generate_splits as math_splits
 from kdray.world.tokenizer import train_tokenizer
 
@@ -239,3 +239,29 @@ def test_too_small_a_space_and_bad_configs_are_refused():
         si.InstructionWorldConfig(min_words=4, max_words=3)
     with pytest.raises(ConfigError):
         si.InstructionWorldConfig(test_size=0)
+
+
+_STYLED = MathWorldConfig(**{**_M, "train_size": 4000}, **_PRESET, style_concentration=0.5)
+
+
+def test_math_persons_word_their_rationales_in_their_own_style():
+    styles = person_styles(_STYLED)
+    assert person_styles(MathWorldConfig()) is None
+    assert set(styles) == set(NAMES) and styles == person_styles(_STYLED)  # seeded
+    # Styles differ from person to person (a concentration of 0.5 marks them).
+    favourites = {max(range(5), key=style.step.__getitem__) for style in styles.values()}
+    assert len(favourites) >= 3
+    # Each person's step lines follow their own weights, measured on the training split.
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for record in math_splits(_STYLED)["train"]:
+        name = record["instruction"].split()[0]
+        for line in re.findall(r"(?:^|\. )(\w+,? )?\d+ [-+] \d+ = ", record["output"]):
+            counts[name][line.strip() or "(none)"] += 1
+    openers = {"(none)": 0, "Then": 1, "So": 2, "Next,": 3, "Now": 4}
+    for name, style in styles.items():
+        total = sum(counts[name].values())
+        assert total > 500
+        for opener, index in openers.items():
+            assert abs(counts[name][opener] / total - style.step[index]) < 0.06, (name, opener)
+    with pytest.raises(ConfigError, match="style_concentration"):
+        MathWorldConfig(style_concentration=-1)
