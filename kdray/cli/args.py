@@ -64,8 +64,8 @@ def _pretrain_steps(config: StudyConfig, args: argparse.Namespace) -> PretrainCo
     """The preset's pretraining with the students' bases pretrained `--pretrain-steps`."""
     if args.no_pretrain or config.pretrain is None:
         raise ConfigError(
-            "--pretrain-steps sets how long the tiny preset's bases pretrain: drop it, or "
-            "--no-pretrain, or use --preset tiny"
+            "--pretrain-steps sets how long the tiny preset's bases pretrain, so it cannot go "
+            "with --no-pretrain or --preset paper: drop one of them"
         )
     return dataclasses.replace(config.pretrain, steps=args.pretrain_steps)
 
