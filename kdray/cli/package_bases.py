@@ -1,11 +1,12 @@
-"""Write the default study's pretrained bases into the package, where a fresh cache takes them
-from instead of pretraining (kdray.world.bases):
+"""Write the default study's pretrained bases, and those of the headline cell's two extra seeds,
+into the package, where a fresh cache takes them from instead of pretraining (kdray.world.bases):
 
     python -m kdray.cli.package_bases [--cache-dir DIR]
 
 It builds (or reuses from the cache) the world and the bases of `studies/temperature.py`'s
-default configuration, pretraining any that are missing one after another in this process,
-then replaces `kdray/world/packaged_bases/` with a copy of each: the model folder, its
+default configuration and of the headline cell (`tiny-qwen2-s`, seeds 0-4, as
+benchmarks/stability.py runs it), pretraining any that are missing one after another in this
+process, then replaces `kdray/world/packaged_bases/` with a copy of each: the model folder, its
 pretraining record, the SHA-256 of the tokenizer it learned with, and the checksums every
 install verifies."""
 
@@ -20,7 +21,8 @@ from pathlib import Path
 from kdray.cache import is_complete, write_checksums
 from kdray.cli.args import config_from_flags
 from kdray.console import say
-from kdray.study.bases import needed_bases
+from kdray.study.bases import BaseNeed, needed_bases
+from kdray.study.config import StudyConfig
 from kdray.world.bases import (
     PACKAGED_BASES,
     PACKAGED_CHECKSUMS,
@@ -33,19 +35,31 @@ from kdray.world.build import build_world
 
 COMMAND = "python -m kdray.cli.package_bases"
 SKIPPED = (".complete", ".checksums.json", "*.lock")
+HEADLINE_FLAGS = ["--students", "tiny-qwen2-s", "--temperatures", "1", "--seeds", "0,1,2,3,4"]
+PACKAGED_STUDIES = ([], HEADLINE_FLAGS)
+"""The studies whose bases ship: the default one, and the headline cell with its 5 paired seeds,
+so that seeds 3 and 4 start from the same bases on every machine as seeds 0-2 do (a base
+pretrained again on another float path comes out a different model)."""
+
+
+def packaged_needs(cache_dir: str | None) -> tuple[StudyConfig, list[BaseNeed]]:
+    """The default study's configuration, and every base of PACKAGED_STUDIES (same world)."""
+    flags = ["--cache-dir", cache_dir] if cache_dir else []
+    configs = [config_from_flags("temperature", [*flags, *extra]) for extra in PACKAGED_STUDIES]
+    needs = [need for config in configs for need in needed_bases(config)]
+    return configs[0], list(dict.fromkeys(needs))
 
 
 def package_bases(cache_dir: str | None, out: Path = PACKAGED_BASES) -> list[Path]:
-    """The default study's bases, copied into `out` (emptied first); their folders there."""
-    flags = ["--cache-dir", cache_dir] if cache_dir else []
-    config = config_from_flags("temperature", flags)
+    """The bases of PACKAGED_STUDIES, copied into `out` (emptied first); their folders there."""
+    config, needs = packaged_needs(cache_dir)
     world, _ = build_world(config.world, config.cache_root(), config.family)
     tokenizer = tokenizer_sha256(world)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     written = []
-    for need in needed_bases(config):
+    for need in needs:
         folder = base_folder(world, need.model, need.seed, config.pretrain, need.teacher)
         if not is_complete(folder):
             say(f"pretraining base {need.model} seed {need.seed} (not in the cache)")

@@ -5,7 +5,7 @@ MLflow run (role `pretrain`) and cached for later studies."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +107,9 @@ def pretrain_in_parallel(
         while pending:
             done, _ = ray.wait(list(pending), timeout=PROGRESS_SECONDS)
             for model, seed, teacher, step, loss in reports.get_nowait_batch(reports.qsize()):
-                latest[BaseNeed(model, seed, teacher)] = (step, loss)
+                need = BaseNeed(model, seed, teacher)
+                if need in pending.values():  # a late report of a base that ended is dropped
+                    latest[need] = (step, loss)
             for ref in done:
                 need = pending.pop(ref)
                 latest.pop(need, None)
@@ -172,11 +174,20 @@ def _pretrain(
     quiet_libraries()
     torch.set_num_threads(1)  # the task holds one CPU: more threads only oversubscribe it
 
-    def report(step: int, loss: float, seconds: float) -> None:
-        reports.put((model, seed, teacher, step, loss))
-
+    report = reporter(reports, (model, seed, teacher))
     folder, _ = build_base(world, model, seed, pretrain, teacher, on_report=report)
     return str(folder)
+
+
+def reporter(reports: Queue, key: tuple) -> Callable[[int, float, float], None]:
+    """A pretraining task's `on_report`: puts (*key, step, loss) on `reports` without waiting.
+    A task that waits (Queue.put is a ray.get) gives its CPU back meanwhile, and Ray starts the
+    next base on it: three bases ran on 2 CPUs."""
+
+    def report(step: int, loss: float, seconds: float) -> None:
+        reports.actor.put_nowait.remote((*key, step, loss))
+
+    return report
 
 
 def _open_run(

@@ -43,3 +43,38 @@ def test_bases_in_pretraining_report_their_steps_before_they_end(tmp_path, monke
     steps = [int(s) for line in lines for s in re.findall(r"step (\d+)/100", line)]
     assert steps and min(steps) < 100  # said mid-way, not only at the end
     assert any("1 queued or starting" in line for line in lines)  # 3 bases on 2 CPUs
+
+
+def test_reporting_progress_does_not_let_a_third_base_start_on_two_cpus():
+    """A task that waited on each report (a blocking Queue.put is a ray.get) gave its CPU back
+    meanwhile, and Ray started the next base on it: three bases on 2 CPUs. Each task here
+    holds its CPU for 1.5 s and reports all along, as pretraining does."""
+    from ray.util.queue import Queue
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        reports = Queue(actor_options={"num_cpus": 0})
+
+        @ray.remote(num_cpus=1)
+        def busy(seed: int) -> tuple[float, float]:
+            import time
+
+            report = bases.reporter(reports, ("tiny-qwen2-xs", seed, False))
+            start = time.time()
+            step = 0
+            while time.time() - start < 1.5:
+                step += 1
+                report(step, 0.5, 0.0)
+                time.sleep(0.005)
+            return start, time.time()
+
+        spans = ray.get([busy.remote(seed) for seed in range(3)])
+        assert reports.qsize() > 100  # the reports arrived
+        reports.shutdown()
+    finally:
+        if started_here:
+            ray.shutdown()
+    spans.sort()
+    assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 0.05  # the third waited for a CPU

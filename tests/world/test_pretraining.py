@@ -187,15 +187,15 @@ def _weights(folder):
 
 def test_the_package_ships_the_default_studys_bases_for_the_world_built_here(tmp_path):
     """The world built on this machine has the tokenizer and keys the packaged bases were made
-    with, so a fresh cache installs them (checksums verified) instead of pretraining."""
-    from kdray.cli.args import config_from_flags
-    from kdray.study.bases import needed_bases
+    with, so a fresh cache installs them (checksums verified) instead of pretraining: the
+    default study's and the headline cell's seeds 3 and 4."""
+    from kdray.cli.package_bases import packaged_needs
     from kdray.world.bases import base_folder, install_packaged_base, packaged_base
 
-    config = config_from_flags("temperature", ["--cache-dir", str(tmp_path)])
+    config, needs = packaged_needs(str(tmp_path))
     world, _ = build_world(config.world, config.cache_root(), config.family)
-    needs = needed_bases(config)
-    assert len(needs) == 7  # the teacher's, and 2 students x 3 seeds
+    assert len(needs) == 9  # the teacher's, 2 students x 3 seeds, tiny-qwen2-s seeds 3 and 4
+    assert {(n.model, n.seed) for n in needs[7:]} == {("tiny-qwen2-s", 3), ("tiny-qwen2-s", 4)}
     folders = [base_folder(world, n.model, n.seed, config.pretrain, n.teacher) for n in needs]
     assert all(packaged_base(world, folder) for folder in folders)
     assert install_packaged_base(world, folders[0])
