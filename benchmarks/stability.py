@@ -2,7 +2,8 @@
 seeds 3 and 4 of the headline cell (`tiny-qwen2-s`, KD T=1 vs SFT: 5 paired seeds), then all of
 it again with the float path perturbed (`ATEN_CPU_CAPABILITY=avx2` instead of the machine's
 AVX-512 kernels, or `default` where torch picks AVX2 already; in a fresh cache, so the teacher is
-trained again: a stand-in for a second machine). Prints one table: per cell and variant, the
+trained again and the bases come from the package, where all 5 seeds' bases of the headline cell
+ship: a stand-in for a second machine). Prints one table: per cell and variant, the
 paired difference to the same student's SFT (mean and 95% CI, on accuracy, held-out NLL and
 held-out KL(teacher ‖ student)), SD of the differences, |mean|/SD on NLL and KL, and whether
 the perturbed CI overlaps the unperturbed one with agreeing signs; then in how many runs the
@@ -10,7 +11,8 @@ perturbation changed a number at all.
 
     python benchmarks/stability.py                        # about 40 minutes on 2 CPUs
     python benchmarks/stability.py --baseline-store sqlite:///mlflow.db \
-        --baseline-cache ~/.cache/kdray --headline-only   # reuse a default study already run;
+        --baseline-cache ~/.cache/kdray                   # reuse a default study already run
+                                                          # (19 minutes); --headline-only:
                                                           # perturb the headline cell only
 
 Targets (issue 19): on the headline cell |mean Δ| / SD(Δ) >= 1.5 on NLL and SD(Δ accuracy)
