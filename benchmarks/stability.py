@@ -34,10 +34,10 @@ from mlflow.tracking import MlflowClient
 
 from analysis.loader import load_mlflow_results
 from analysis.replicates import format_ci, paired_table
+from kdray.cli.package_bases import HEADLINE_EXTRA_SEEDS, HEADLINE_SEEDS, HEADLINE_STUDENT
 from kdray.tracking.runs import role_is
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADLINE = {"student": "tiny-qwen2-s", "method": "kd", "temperature": 1.0}
 
 
 def perturbed_env() -> dict[str, str]:
@@ -93,8 +93,8 @@ def variant(
     if store is None and not headline_only:
         run([*common, "--experiment", f"stability-{name}",
              "--results-dir", str(work / name / "default")], env)  # fmt: skip
-    seeds = "0,1,2,3,4" if store is None and headline_only else "3,4"
-    run([*common, "--experiment", f"stability-{name}-headline", "--students", HEADLINE["student"],
+    seeds = HEADLINE_SEEDS if store is None and headline_only else HEADLINE_EXTRA_SEEDS
+    run([*common, "--experiment", f"stability-{name}-headline", "--students", HEADLINE_STUDENT,
          "--temperatures", "1", "--seeds", seeds, "--results-dir", str(work / name / "headline")],
         env)  # fmt: skip
     return latest_study_frames(uri)
