@@ -14,6 +14,14 @@ perturbation changed a number at all.
         --baseline-cache ~/.cache/kdray                   # reuse a default study already run
                                                           # (19 minutes); --headline-only:
                                                           # perturb the headline cell only
+    python benchmarks/stability.py --family llama         # another world's headline cell
+    python benchmarks/stability.py --domain commonsense   # (its `-s` student, 5 seeds)
+
+In another family or domain than the default (Qwen, math) the benchmark runs that world's
+headline cell only (its `-s` student, KD T=1 vs SFT, seeds 0-4) in both variants. No package
+ships that world's bases, so the perturbed variant takes a copy of the bases the unperturbed one
+pretrained (or found in --baseline-cache), as the default world's perturbed variant takes the
+package's: what is perturbed is the fine-tuning of teacher and students, not the pretraining.
 
 Targets (issue 19): on the headline cell |mean Δ| / SD(Δ) >= 1.5 on NLL and SD(Δ accuracy)
 <= 4 points; every cell's perturbed CI overlaps the unperturbed one, with the same sign where
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,6 +44,7 @@ from mlflow.tracking import MlflowClient
 from analysis.loader import load_mlflow_results
 from analysis.replicates import format_ci, paired_table
 from kdray.cli.package_bases import HEADLINE_EXTRA_SEEDS, HEADLINE_SEEDS, HEADLINE_STUDENT
+from kdray.study.presets import TINY_STUDENTS, TINY_WORLDS
 from kdray.tracking.runs import role_is
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +87,25 @@ def latest_study_frames(uri: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def headline_student(family: str) -> str:
+    """The headline cell's student in a family's tiny zoo: its `-s`, as `tiny-qwen2-s` is Qwen's."""
+    return HEADLINE_STUDENT if family == "qwen" else TINY_STUDENTS[family][1]
+
+
+def default_world(family: str, domain: str) -> bool:
+    return (family, domain) == ("qwen", "math")
+
+
+def share_bases(source_cache: Path, target_cache: Path) -> int:
+    """Copy the pretrained bases of one cache into another (each a complete, verified folder):
+    how many. The perturbed variant of a world without packaged bases starts from them."""
+    source = source_cache / "bases"
+    folders = sorted(f for f in source.iterdir() if f.is_dir()) if source.is_dir() else []
+    for folder in folders:
+        shutil.copytree(folder, target_cache / "bases" / folder.name, dirs_exist_ok=True)
+    return len(folders)
+
+
 def variant(
     work: Path,
     name: str,
@@ -84,19 +113,22 @@ def variant(
     store: str | None = None,
     cache: str | None = None,
     headline_only: bool = False,
+    world: tuple[str, str] = ("qwen", "math"),
 ) -> pd.DataFrame:
     """The default study (unless `store` holds one, built with `cache`) and the headline's
     extra seeds, in one store and cache per variant; `headline_only`: seeds 0-4 of the
-    headline cell alone."""
+    headline cell alone. `world`: the (family, domain) it runs in."""
     uri = store or f"sqlite:///{work / name / 'mlflow.db'}"
     common = ["--tracking-uri", uri, "--cache-dir", cache or str(work / name / "cache")]
+    if not default_world(*world):
+        common += ["--family", world[0], "--domain", world[1]]
     if store is None and not headline_only:
         run([*common, "--experiment", f"stability-{name}",
              "--results-dir", str(work / name / "default")], env)  # fmt: skip
     seeds = HEADLINE_SEEDS if store is None and headline_only else HEADLINE_EXTRA_SEEDS
-    run([*common, "--experiment", f"stability-{name}-headline", "--students", HEADLINE_STUDENT,
-         "--temperatures", "1", "--seeds", seeds, "--results-dir", str(work / name / "headline")],
-        env)  # fmt: skip
+    run([*common, "--experiment", f"stability-{name}-headline",
+         "--students", headline_student(world[0]), "--temperatures", "1", "--seeds", seeds,
+         "--results-dir", str(work / name / "headline")], env)  # fmt: skip
     return latest_study_frames(uri)
 
 
@@ -197,6 +229,18 @@ def main() -> None:
         action="store_true",
         help="perturbed variant: the headline cell's 5 seeds only, not the whole default study",
     )
+    parser.add_argument(
+        "--family",
+        choices=sorted(TINY_STUDENTS),
+        default="qwen",
+        help="tiny family (default qwen); another runs its headline cell only",
+    )
+    parser.add_argument(
+        "--domain",
+        choices=sorted(TINY_WORLDS),
+        default="math",
+        help="task domain (default math); another runs its headline cell only",
+    )
     parser.add_argument("--work", type=Path, default=None, help="stores and caches (default: tmp)")
     parser.add_argument(
         "--report-only",
@@ -204,6 +248,12 @@ def main() -> None:
         help="train nothing: print the table from the stores an earlier run left in --work",
     )
     args = parser.parse_args()
+    world = (args.family, args.domain)
+    if args.baseline_store and not default_world(*world):
+        parser.error(
+            "--baseline-store holds the default study (Qwen, math); in another world give "
+            "--baseline-cache alone and both variants run the headline cell"
+        )
     work = args.work or Path(tempfile.mkdtemp(prefix="kdray-stability-"))
     started = time.perf_counter()
     if args.report_only:
@@ -213,14 +263,16 @@ def main() -> None:
         stores["unperturbed"] = args.baseline_store or stores["unperturbed"]
         frames = {name: latest_study_frames(uri) for name, uri in stores.items()}
     else:
-        frames = {
-            "unperturbed": variant(
-                work, "unperturbed", {}, args.baseline_store, args.baseline_cache
-            ),
-            "perturbed": variant(
-                work, "perturbed", perturbed_env(), headline_only=args.headline_only
-            ),
-        }
+        headline_only = args.headline_only or not default_world(*world)
+        baseline_cache = args.baseline_cache or str(work / "unperturbed" / "cache")
+        frames = {"unperturbed": variant(work, "unperturbed", {}, args.baseline_store,
+                                         baseline_cache, headline_only, world)}  # fmt: skip
+        if not default_world(*world):
+            shared = share_bases(Path(baseline_cache), work / "perturbed" / "cache")
+            print(f"perturbed variant: {shared} pretrained bases copied from {baseline_cache}")
+        frames["perturbed"] = variant(
+            work, "perturbed", perturbed_env(), headline_only=headline_only, world=world
+        )
     tables = {name: cells(frame) for name, frame in frames.items()}
     report(tables)
     print(bits_changed(frames["unperturbed"], frames["perturbed"]))
