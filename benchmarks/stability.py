@@ -90,13 +90,18 @@ def latest_study_frames(uri: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+DEFAULT_WORLD = ("qwen", "math")
+"""(family, domain) of the default study, whose bases ship with the package."""
+
+
 def headline_student(family: str) -> str:
-    """The headline cell's student in a family's tiny zoo: its `-s`, as `tiny-qwen2-s` is Qwen's."""
-    return HEADLINE_STUDENT if family == "qwen" else TINY_STUDENTS[family][1]
+    """The headline cell's student in a family's tiny zoo: the one of its size that
+    HEADLINE_STUDENT is in the default family's."""
+    return TINY_STUDENTS[family][TINY_STUDENTS[DEFAULT_WORLD[0]].index(HEADLINE_STUDENT)]
 
 
 def default_world(family: str, domain: str) -> bool:
-    return (family, domain) == ("qwen", "math")
+    return (family, domain) == DEFAULT_WORLD
 
 
 def share_bases(source_cache: Path, target_cache: Path) -> int:
@@ -235,13 +240,13 @@ def main() -> None:
     parser.add_argument(
         "--family",
         choices=sorted(TINY_STUDENTS),
-        default="qwen",
+        default=DEFAULT_WORLD[0],
         help="tiny family (default qwen); another runs its headline cell only",
     )
     parser.add_argument(
         "--domain",
         choices=sorted(TINY_WORLDS),
-        default="math",
+        default=DEFAULT_WORLD[1],
         help="task domain (default math); another runs its headline cell only",
     )
     parser.add_argument("--work", type=Path, default=None, help="stores and caches (default: tmp)")
